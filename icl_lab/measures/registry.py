@@ -1,0 +1,113 @@
+"""The measures registry: functions `(model, eval data) -> {metric name: value}`.
+
+A measure is registered under a name with the tasks it applies to. The trainer calls the
+run's measures every `eval_every` steps; `icl-lab measure` (later) calls the same functions on
+checkpoints, so live and post-hoc values agree. Values are 0-d tensors (kept on the device
+until the evaluation ends) or floats.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+
+from icl_lab.config import ConfigError, did_you_mean
+
+
+class EvalData:
+    """The evaluation sets of one evaluation, with forward passes memoised.
+
+    Several measures read the same forward pass (ICL accuracy and the induction score both
+    need the model on the ICL set); `logits` and `activations` run each pass once.
+    """
+
+    def __init__(self, task, batches: dict):
+        self.task = task
+        self.batches = batches
+        self._logits: dict[str, torch.Tensor] = {}
+        self._acts: dict[str, dict[str, torch.Tensor]] = {}
+        self.wanted_hooks: dict[str, set[str]] = {}
+
+    def want(self, set_name: str, hook_names: list[str]) -> None:
+        """Declare activations a measure will read, so one pass caches them all."""
+        self.wanted_hooks.setdefault(set_name, set()).update(hook_names)
+
+    def _run(self, model, set_name: str) -> None:
+        batch = self.batches[set_name]
+        names = sorted(self.wanted_hooks.get(set_name, ()))
+        if names:
+            logits, cache = model.run_with_cache(batch.inputs, batch.positions, names=names)
+        else:
+            logits, cache = model(batch.inputs, batch.positions), {}
+        self._logits[set_name] = logits
+        self._acts[set_name] = cache
+
+    def logits(self, model, set_name: str) -> torch.Tensor:
+        if set_name not in self._logits:
+            self._run(model, set_name)
+        return self._logits[set_name]
+
+    def activations(self, model, set_name: str, hook_name: str) -> torch.Tensor:
+        if set_name not in self._acts or hook_name not in self._acts[set_name]:
+            self.want(set_name, [hook_name])
+            self._run(model, set_name)
+        return self._acts[set_name][hook_name]
+
+
+class MeasureFn(Protocol):
+    def __call__(self, model, data: EvalData) -> dict[str, torch.Tensor | float]: ...
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str
+    fn: MeasureFn
+    tasks: tuple[str, ...]
+    # (set name, hook-name factory given the model) a measure will read, for one shared pass
+    reads: Callable | None = None
+    doc: str = ""
+
+
+MEASURES: dict[str, Measure] = {}
+
+
+def register_measure(name: str, tasks: tuple[str, ...], reads: Callable | None = None):
+    """Decorator: add a measure to the registry under `name` for the given tasks."""
+
+    def wrap(fn: MeasureFn) -> MeasureFn:
+        MEASURES[name] = Measure(name=name, fn=fn, tasks=tasks, reads=reads, doc=fn.__doc__ or "")
+        return fn
+
+    return wrap
+
+
+def measures_for_task(task_name: str) -> list[str]:
+    return [name for name, m in MEASURES.items() if task_name in m.tasks]
+
+
+def validate_measures(names: list[str], task_name: str) -> None:
+    valid = measures_for_task(task_name)
+    for name in names:
+        if name not in valid:
+            raise ConfigError(
+                f"unknown measure {name!r} for task {task_name!r}.{did_you_mean(name, valid)} "
+                f"Valid measures: {', '.join(valid)}"
+            )
+
+
+def evaluate(model, task, batches: dict, names: list[str]) -> dict[str, torch.Tensor]:
+    """Run the named measures once on fixed evaluation sets; values stay on the device."""
+    data = EvalData(task, batches)
+    for name in names:
+        measure = MEASURES[name]
+        if measure.reads is not None:
+            for set_name, hook_names in measure.reads(model).items():
+                data.want(set_name, hook_names)
+    results: dict[str, torch.Tensor] = {}
+    with model.eval_mode():
+        for name in names:
+            for metric, value in MEASURES[name].fn(model, data).items():
+                results[metric] = torch.as_tensor(value, dtype=torch.float64)
+    return results

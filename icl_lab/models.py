@@ -1,0 +1,247 @@
+"""Models: TransformerLens 4 native bridges, with an input map for continuous tasks.
+
+`build_model` returns a `LabModel`: a `TransformerBridge.boot_native(...)` plus, for tasks
+whose tokens are vectors (the bursty task), a linear input map. The input map's output goes
+through the bridge's own `hook_embed`, the bridge adds its learned position embedding
+(`hook_pos_embed`) at the task's position indices, and the blocks run as usual, so every
+TransformerLens hook name (`blocks.{l}.attn.hook_pattern`, `hook_z`, `hook_resid_pre`, ...)
+fires and can be hooked or cached.
+
+Readouts: `unembed` reads the class logits off the bridge's unembedding at the last position
+(Singh et al.); `mlp` is Reddy's classifier: a 3-layer ReLU MLP then a linear readout, where
+the bridge's unembedding is the MLP's first layer (so `hook_unembed` carries that layer's
+pre-activations, not class logits).
+
+Presets (`MODEL_PRESETS`):
+- `reddy`: Reddy (ICLR 2024): two causal attention layers, one head each, no LayerNorm, no MLP
+  between them, then the MLP classifier (128 wide). Differences that TL imposes: attention is
+  scaled by 1/√d_head, Q/K/V/O carry biases and there is an output projection W_O.
+- `singh`: Singh et al. (ICML 2024): attention-only, 2 layers × 8 heads, d_model 64, pre-LN,
+  rotary positions, readout at the query.
+- `small`: the reference CPU model: attention-only, 2 layers × 2 heads, d_model 64, learned
+  positions, no LayerNorm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+
+import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
+from transformer_lens.config import TransformerBridgeConfig
+from transformer_lens.model_bridge import TransformerBridge
+
+from icl_lab.config import ConfigError
+from icl_lab.tasks.base import ModelIO, TaskBatch
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture. `d_head` 0 means d_model // n_heads; `d_mlp` 0 means 4·d_model."""
+
+    n_layers: int = 2
+    n_heads: int = 2
+    d_model: int = 64
+    d_head: int = 0
+    attn_only: bool = True
+    d_mlp: int = 0
+    act_fn: str = "relu"
+    normalization: str = "none"  # none | LN | LNPre | RMS | RMSPre
+    positional: str = "learned"  # learned | rotary
+    readout: str = "unembed"  # unembed | mlp
+    readout_hidden: int = 128  # mlp readout: width of its hidden layers
+    readout_layers: int = 3  # mlp readout: ReLU layers before the linear readout
+    init_range: float = -1.0  # std of the bridge's initial weights; -1 = TL default 0.8/√d_model
+
+    def __post_init__(self) -> None:
+        valid = {
+            "normalization": ("none", "LN", "LNPre", "RMS", "RMSPre"),
+            "positional": ("learned", "rotary"),
+            "readout": ("unembed", "mlp"),
+            "act_fn": ("relu", "gelu", "gelu_new", "silu"),
+        }
+        for name, choices in valid.items():
+            if getattr(self, name) not in choices:
+                raise ConfigError(
+                    f"model.{name}={getattr(self, name)!r} is not one of {', '.join(choices)}"
+                )
+        for name in ("n_layers", "n_heads", "d_model", "readout_hidden", "readout_layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.d_head and self.d_model % self.n_heads != 0:
+            raise ConfigError(
+                f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}; "
+                "set model.d_head explicitly"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_head or self.d_model // self.n_heads
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    "small": ModelConfig(n_layers=2, n_heads=2, d_model=64),
+    "reddy": ModelConfig(
+        n_layers=2, n_heads=1, d_model=128, readout="mlp", readout_hidden=128, readout_layers=3
+    ),
+    "singh": ModelConfig(
+        n_layers=2, n_heads=8, d_model=64, normalization="LN", positional="rotary"
+    ),
+}
+
+
+class LabModel(nn.Module):
+    """A TransformerBridge with the task's input map and readout.
+
+    forward(inputs, positions) -> logits [batch, n_outputs] at the last position.
+    Hook names are the bridge's (TransformerLens) names; `hooks`, `run_with_cache` and
+    `hook_names` work as on a TransformerBridge.
+    """
+
+    def __init__(
+        self,
+        bridge: TransformerBridge,
+        io: ModelIO,
+        config: ModelConfig,
+        input_map: nn.Module | None,
+        readout: nn.Module | None,
+    ):
+        super().__init__()
+        self.bridge = bridge
+        self.io = io
+        self.config = config
+        self.input_map = input_map
+        self.readout = readout
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, inputs: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        if self.input_map is not None:
+            embed = self.bridge.hook_embed(self.input_map(inputs))  # [batch, pos, d_model]
+            out = self.bridge(embed, position_ids=positions)
+        else:
+            out = self.bridge(inputs, position_ids=positions)
+        last = out[:, -1, :]  # the query / answer position
+        return self.readout(last) if self.readout is not None else last
+
+    def forward_batch(self, batch: TaskBatch) -> torch.Tensor:
+        return self(batch.inputs, batch.positions)
+
+    # -- hooks ----------------------------------------------------------------------------
+    def hook_names(self) -> list[str]:
+        """Every hook name that can be used right now (gated ones excluded)."""
+        names = []
+        for name, point in self.bridge.hook_dict.items():
+            if self.bridge._gated_hook_reason(name) is None:
+                names.append(name)
+        return sorted(set(names))
+
+    def hooks(self, fwd_hooks=(), bwd_hooks=()) -> contextlib.AbstractContextManager:
+        """Temporarily add (name, fn) hooks, as TransformerBridge.hooks."""
+        return self.bridge.hooks(fwd_hooks=list(fwd_hooks), bwd_hooks=list(bwd_hooks))
+
+    def run_with_cache(
+        self,
+        inputs: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        names: list[str] | Callable[[str], bool] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(logits, {hook name: activation}) for the given names (all when None)."""
+        if names is None:
+            selected = self.hook_names()
+        elif callable(names):
+            selected = [n for n in self.hook_names() if names(n)]
+        else:
+            selected = list(names)
+        cache: dict[str, torch.Tensor] = {}
+
+        def saver(name: str):
+            def save(act: torch.Tensor, hook) -> torch.Tensor:
+                cache[name] = act.detach()
+                return act
+
+            return save
+
+        with self.hooks(fwd_hooks=[(n, saver(n)) for n in selected]):
+            logits = self(inputs, positions)
+        return logits, cache
+
+    # -- weights --------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """Every weight under clean names: `bridge.<TL name>`, `input_map.*`, `readout.*`."""
+        state = {f"bridge.{k}": v for k, v in self.bridge.state_dict().items()}
+        for part in ("input_map", "readout"):
+            module = getattr(self, part)
+            if module is not None:
+                state.update({f"{part}.{k}": v for k, v in module.state_dict().items()})
+        return {k: v.detach().contiguous() for k, v in state.items()}
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
+        groups: dict[str, dict[str, torch.Tensor]] = {"bridge": {}, "input_map": {}, "readout": {}}
+        for key, value in state.items():
+            part, _, rest = key.partition(".")
+            if part not in groups:
+                raise KeyError(f"unexpected checkpoint key {key!r}")
+            groups[part][rest] = value
+        self.bridge.load_state_dict(groups["bridge"])
+        for part in ("input_map", "readout"):
+            module = getattr(self, part)
+            if module is not None:
+                module.load_state_dict(groups[part])
+
+    @contextlib.contextmanager
+    def eval_mode(self) -> Iterator[None]:
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was_training)
+
+
+def _bridge_config(cfg: ModelConfig, io: ModelIO, d_vocab_out: int, seed: int) -> TransformerBridgeConfig:
+    return TransformerBridgeConfig(
+        d_model=cfg.d_model,
+        d_head=cfg.head_dim,
+        n_heads=cfg.n_heads,
+        n_layers=cfg.n_layers,
+        n_ctx=io.n_ctx,
+        d_vocab=max(io.d_vocab, 1),
+        d_vocab_out=d_vocab_out,
+        d_mlp=cfg.d_mlp or 4 * cfg.d_model,
+        attn_only=cfg.attn_only,
+        act_fn=cfg.act_fn,
+        normalization_type=None if cfg.normalization == "none" else cfg.normalization,
+        positional_embedding_type="rotary" if cfg.positional == "rotary" else "standard",
+        initializer_range=cfg.init_range,
+        seed=seed,
+    )
+
+
+def build_model(cfg: ModelConfig, io: ModelIO, seed: int, device: torch.device | str) -> LabModel:
+    """Build the model for a task's ModelIO, deterministically from `seed`."""
+    d_vocab_out = cfg.readout_hidden if cfg.readout == "mlp" else io.n_outputs
+    bridge = TransformerBridge.boot_native(
+        _bridge_config(cfg, io, d_vocab_out, seed), device=torch.device(device)
+    )
+    # Our own modules are initialised under a forked RNG so the caller's RNG is untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        input_map = None
+        if io.input_kind == "continuous":
+            input_map = nn.Linear(io.d_input, cfg.d_model, bias=False)
+        elif io.input_kind != "tokens":
+            raise ConfigError(f"unknown input kind {io.input_kind!r}")
+        readout = None
+        if cfg.readout == "mlp":
+            layers: list[nn.Module] = [nn.ReLU()]  # after the unembed = first MLP layer
+            for _ in range(cfg.readout_layers - 1):
+                layers += [nn.Linear(cfg.readout_hidden, cfg.readout_hidden), nn.ReLU()]
+            layers.append(nn.Linear(cfg.readout_hidden, io.n_outputs))
+            readout = nn.Sequential(*layers)
+    model = LabModel(bridge, io, cfg, input_map, readout)
+    return model.to(torch.device(device))

@@ -1,0 +1,121 @@
+"""Named run presets: a preset is a RunConfig, not a code path.
+
+`bursty/small` is the reference CPU preset: the abrupt ICL transition on 2 CPU cores in well
+under 3 minutes. `bursty/reddy` and `bursty/singh` carry the papers' architectures on the
+bursty task (at paper-like lengths they need a GPU or patience).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from icl_lab.config import ConfigError, TrainConfig, did_you_mean, to_dict
+from icl_lab.models import MODEL_PRESETS
+from icl_lab.run_config import RunConfig
+from icl_lab.tasks import BurstyConfig
+
+BURSTY_MEASURES = (
+    "icl_accuracy",
+    "iwl_accuracy",
+    "label_swap_accuracy",
+    "eval_loss",
+    "context_label_accuracy",
+    "induction_score",
+    "previous_token_score",
+)
+
+
+@dataclass(frozen=True)
+class Preset:
+    task: str
+    name: str
+    description: str
+    config: RunConfig
+
+
+def _bursty(name: str, description: str, task: BurstyConfig, model: str, train: TrainConfig) -> Preset:
+    return Preset(
+        task="bursty",
+        name=name,
+        description=description,
+        config=RunConfig(
+            task="bursty",
+            task_config=task,
+            model=MODEL_PRESETS[model],
+            train=train,
+            measures=BURSTY_MEASURES,
+            track=("icl_accuracy",),
+            preset=name,
+        ),
+    )
+
+
+PRESETS: dict[str, dict[str, Preset]] = {
+    "bursty": {
+        p.name: p
+        for p in [
+            _bursty(
+                "small",
+                "Reference CPU preset: attention-only 2 layers x 2 heads, d_model 64; K=2048 "
+                "classes, L=32 labels, N=8, B=4, all bursty, trained classes only. ICL "
+                "transition in about 1-2k steps (about a minute on 2 CPU cores).",
+                BurstyConfig(num_classes=2048, num_labels=32, dim=63, context_pairs=8, burstiness=4),
+                "small",
+                TrainConfig(steps=3000, batch_size=128, optimizer="adam", lr=3e-3, eval_every=50, checkpoint_every=500),
+            ),
+            _bursty(
+                "reddy",
+                "Reddy (ICLR 2024): 2 attention layers x 1 head, d_model 128, no LayerNorm, "
+                "3-layer ReLU MLP classifier; p_B=1, p_C=0, K=2048, 65 position slots with "
+                "random offsets; SGD lr 0.01, batch 128 (the paper trains 75k-150k steps).",
+                BurstyConfig(
+                    num_classes=2048, num_labels=32, dim=63, context_pairs=8, burstiness=4,
+                    position_slots=65,
+                ),
+                "reddy",
+                TrainConfig(steps=100_000, batch_size=128, optimizer="sgd", lr=0.01, weight_decay=1e-6, eval_every=500, checkpoint_every=5000),
+            ),
+            _bursty(
+                "singh",
+                "Singh et al. (ICML 2024) architecture: attention-only 2 layers x 8 heads, "
+                "d_model 64, pre-LN, rotary, on the bursty task; Adam lr 1e-4 (theirs 1e-5 "
+                "for 1e6 steps at batch 32).",
+                BurstyConfig(num_classes=2048, num_labels=32, dim=63, context_pairs=8, burstiness=4),
+                "singh",
+                TrainConfig(steps=20_000, batch_size=128, optimizer="adam", lr=1e-4, eval_every=200, checkpoint_every=2000),
+            ),
+        ]
+    }
+}
+
+DEFAULT_PRESET = {"bursty": "small"}
+
+
+def get_preset(task: str, name: str | None) -> Preset:
+    from icl_lab.tasks import task_config_class
+
+    task_config_class(task)  # refuses unknown tasks
+    if task not in PRESETS:
+        raise ConfigError(f"task {task!r} has no presets yet")
+    name = name or DEFAULT_PRESET[task]
+    valid = sorted(PRESETS[task])
+    if name not in PRESETS[task]:
+        raise ConfigError(
+            f"unknown preset {name!r} for task {task!r}.{did_you_mean(name, valid)} "
+            f"Valid presets: {', '.join(valid)}"
+        )
+    return PRESETS[task][name]
+
+
+def describe_presets() -> str:
+    lines = []
+    for task, presets in PRESETS.items():
+        for name, preset in presets.items():
+            default = " (default)" if DEFAULT_PRESET.get(task) == name else ""
+            lines.append(f"{task}/{name}{default}: {preset.description}")
+            cfg = to_dict(preset.config)
+            for section in ("task_config", "model", "train"):
+                items = ", ".join(f"{k}={v}" for k, v in cfg[section].items())
+                lines.append(f"    {section.replace('_config', '')}: {items}")
+            lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""RunConfig: everything needed to rerun a run, with a dict/JSON round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from icl_lab.config import (
+    ConfigError,
+    TrainConfig,
+    did_you_mean,
+    from_dict,
+    leaf_keys,
+    replace_path,
+    to_dict,
+)
+from icl_lab.models import ModelConfig
+from icl_lab.tasks import task_config_class
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole run: task and its parameters, model, training, measures, seed.
+
+    `track` lists the metrics whose phase transition is found and recorded at the end.
+    """
+
+    task: str
+    task_config: Any
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    measures: tuple[str, ...] = ()
+    track: tuple[str, ...] = ()
+    seed: int = 0
+    device: str = "auto"
+    preset: str = ""
+
+    def __post_init__(self) -> None:
+        cls = task_config_class(self.task)
+        if not isinstance(self.task_config, cls):
+            raise ConfigError(
+                f"task_config for task {self.task!r} must be a {cls.__name__}, "
+                f"got {type(self.task_config).__name__}"
+            )
+        from icl_lab.measures import validate_measures
+
+        validate_measures(list(self.measures), self.task)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        data = dict(data)
+        if "task" not in data:
+            raise ConfigError("a run config needs a 'task'")
+        task_cls = task_config_class(data["task"])
+        task_data = data.pop("task_config", {}) or {}
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in names:
+                raise ConfigError(
+                    f"unknown key {key!r}.{did_you_mean(key, names)} Valid keys: {', '.join(names)}"
+                )
+        base = from_dict(
+            _RunConfigFields, {k: v for k, v in data.items() if k != "task"}, where=""
+        )
+        return cls(
+            task=data["task"],
+            task_config=from_dict(task_cls, task_data, where="task_config"),
+            **{f.name: getattr(base, f.name) for f in dataclasses.fields(_RunConfigFields)},
+        )
+
+    def settable_keys(self) -> list[str]:
+        """Every key `with_overrides` accepts (`section.field`)."""
+        keys = [f"task.{k}" for k in leaf_keys(self.task_config)]
+        keys += [f"model.{k}" for k in leaf_keys(self.model)]
+        keys += [f"train.{k}" for k in leaf_keys(self.train)]
+        keys += ["measures", "track", "seed", "device"]
+        return keys
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "RunConfig":
+        """Apply `key=value` edits. Keys are `task.K`, `model.K`, `train.K`, a top-level field,
+        or a bare field name that exists in exactly one section."""
+        config = self
+        for key, value in overrides.items():
+            config = config._set(key, value)
+        return config
+
+    def _set(self, key: str, value: Any) -> "RunConfig":
+        sections = {"task": "task_config", "model": "model", "train": "train"}
+        head, _, rest = key.partition(".")
+        if rest and head in sections:
+            attr = sections[head]
+            return dataclasses.replace(
+                self, **{attr: replace_path(getattr(self, attr), rest, value, where=head)}
+            )
+        if not rest and key in ("measures", "track", "seed", "device"):
+            hints = {"measures": tuple[str, ...], "track": tuple[str, ...], "seed": int, "device": str}
+            from icl_lab.config import _coerce
+
+            return dataclasses.replace(self, **{key: _coerce(value, hints[key], key)})
+        if not rest:
+            owners = [
+                sec
+                for sec, attr in sections.items()
+                if key in [f.name for f in dataclasses.fields(getattr(self, attr))]
+            ]
+            if len(owners) == 1:
+                return self._set(f"{owners[0]}.{key}", value)
+            if len(owners) > 1:
+                raise ConfigError(
+                    f"key {key!r} is ambiguous: it exists in {', '.join(owners)}; "
+                    f"write {' or '.join(f'{o}.{key}' for o in owners)}"
+                )
+        valid = self.settable_keys()
+        near = did_you_mean(key, valid + [k.split(".", 1)[-1] for k in valid])
+        raise ConfigError(f"unknown key {key!r}.{near} Valid keys: {', '.join(valid)}")
+
+
+@dataclass(frozen=True)
+class _RunConfigFields:
+    """The non-task fields of RunConfig, for typed parsing."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    measures: tuple[str, ...] = ()
+    track: tuple[str, ...] = ()
+    seed: int = 0
+    device: str = "auto"
+    preset: str = ""
