@@ -152,8 +152,11 @@ def replace_path(obj: Any, path: str, value: Any, where: str = "") -> Any:
     names = [f.name for f in fields(obj)]
     full = f"{where}.{head}" if where else head
     if head not in names:
+        prefix = f"{where}." if where else ""
+        qualified = [prefix + n for n in names]
         raise ConfigError(
-            f"unknown key {full!r}.{did_you_mean(head, names)} Valid keys: {', '.join(names)}"
+            f"unknown key {full!r}.{did_you_mean(full, qualified)} "
+            f"Valid keys: {', '.join(qualified)}"
         )
     current = getattr(obj, head)
     if rest:

@@ -116,6 +116,7 @@ class LabModel(nn.Module):
         self.config = config
         self.input_map = input_map
         self.readout = readout
+        self._fired_names: list[str] | None = None
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, inputs: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -132,12 +133,36 @@ class LabModel(nn.Module):
 
     # -- hooks ----------------------------------------------------------------------------
     def hook_names(self) -> list[str]:
-        """Every hook name that can be used right now (gated ones excluded)."""
-        names = []
-        for name, point in self.bridge.hook_dict.items():
-            if self.bridge._gated_hook_reason(name) is None:
-                names.append(name)
-        return sorted(set(names))
+        """Every hook name that fires in this model's forward pass (aliases included).
+
+        Found once with a one-sequence dry run: TL4 declares some hook points that a native
+        model never fires (e.g. `attn.hook_hidden_states`), and gated ones (`hook_result`,
+        `hook_q_input`, ...) until their `set_use_*` switch is on; neither is listed.
+        """
+        if self._fired_names is None:
+            fired: set[str] = set()
+
+            def note(name: str):
+                def hook(act, hook):
+                    fired.add(name)
+                    return act
+
+                return hook
+
+            names = [
+                n for n in self.bridge.hook_dict if self.bridge._gated_hook_reason(n) is None
+            ]
+            device = next(self.parameters()).device
+            T = self.io.seq_len
+            if self.io.input_kind == "continuous":
+                dummy = torch.zeros(1, T, self.io.d_input, device=device)
+            else:
+                dummy = torch.zeros(1, T, dtype=torch.long, device=device)
+            positions = torch.arange(T, device=device)[None]
+            with torch.no_grad(), self.hooks(fwd_hooks=[(n, note(n)) for n in names]):
+                self(dummy, positions)
+            self._fired_names = sorted(fired)
+        return list(self._fired_names)
 
     def hooks(self, fwd_hooks=(), bwd_hooks=()) -> contextlib.AbstractContextManager:
         """Temporarily add (name, fn) hooks, as TransformerBridge.hooks."""

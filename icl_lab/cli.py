@@ -1,0 +1,147 @@
+"""`icl-lab`: the command line.
+
+    icl-lab train bursty [--preset small] [--steps N] [--seed S] [--device auto|cpu|cuda]
+                         [--out DIR] [--set key=value ...]
+    icl-lab presets
+
+Every argument is checked before any work starts: an unknown task, preset, option or `--set`
+key exits with code 2, a message naming the bad value and the valid choices, and nothing
+written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from icl_lab.config import ConfigError, parse_cli_value
+from icl_lab.presets import DEFAULT_PRESET, describe_presets, get_preset
+from icl_lab.provenance import resolve_device
+from icl_lab.tasks import task_names
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported with exit code 2."""
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, object]:
+    overrides: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set expects key=value, got {pair!r}")
+        overrides[key.strip()] = parse_cli_value(value.strip())
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="icl-lab",
+        description="Train small TransformerLens models on synthetic tasks and watch abilities emerge.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tr = sub.add_parser(
+        "train",
+        help="train a model on a task and store the run",
+        description="Train a model on a task; the run (config, metrics, checkpoints, status) "
+        "is written to --out.",
+    )
+    tr.add_argument("task", choices=task_names(), help="the task to train on")
+    tr.add_argument(
+        "--preset",
+        default=None,
+        help="named run preset (see `icl-lab presets`); default: "
+        + ", ".join(f"{t}: {p}" for t, p in DEFAULT_PRESET.items()),
+    )
+    tr.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the preset's)")
+    tr.add_argument("--seed", type=int, default=0, help="seed for data, model and evaluation sets")
+    tr.add_argument(
+        "--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N"
+    )
+    tr.add_argument("--out", default=None, help="run directory (default: runs/<task>-<preset>-seed<S>)")
+    tr.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config field, e.g. task.num_classes=512, train.lr=1e-3, "
+        "model.n_heads=4 (a bare name works when it is unique); repeatable",
+    )
+    tr.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    sub.add_parser("presets", help="list the named presets and their parameters")
+    return parser
+
+
+def _plan_train(args: argparse.Namespace):
+    """Everything checked, nothing written: (config, out dir)."""
+    from icl_lab.measures import validate_measures
+
+    preset = get_preset(args.task, args.preset)
+    overrides = _parse_sets(args.sets)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise UsageError(f"--steps must be >= 1, got {args.steps}")
+        overrides["train.steps"] = args.steps
+    overrides["seed"] = args.seed
+    overrides["device"] = args.device
+    config = preset.config.with_overrides(overrides)
+    validate_measures(list(config.measures), config.task)
+    try:
+        resolve_device(config.device)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    out = Path(args.out or f"runs/{args.task}-{preset.name}-seed{args.seed}")
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UsageError(
+            f"run directory {out} already exists and is not empty; "
+            "choose another --out or pass --overwrite"
+        )
+    return config, out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from icl_lab.train import train
+
+    config, out = _plan_train(args)
+    print(f"training {config.task}/{config.preset} for {config.train.steps} steps "
+          f"(seed {config.seed}, device {resolve_device(config.device)}) -> {out}")
+    result = train(config, out, progress=not args.no_progress, overwrite=args.overwrite)
+    summary = result.summary
+    print(f"done in {summary['wall_seconds']:.1f} s; run stored in {out.resolve()}")
+    for metric, t in summary["transitions"].items():
+        if t["transition_step"] is None:
+            print(f"  {metric}: no transition found (from {t['y_lo']:.3f} to {t['y_hi']:.3f})")
+        else:
+            print(
+                f"  {metric}: transition at step {t['transition_step']} "
+                f"(10-90% rise over {t['width']} steps, steps {t['start_step']}-{t['end_step']}; "
+                f"{t['y_lo']:.3f} -> {t['y_hi']:.3f})"
+            )
+    finals = ", ".join(
+        f"{k}={v:.3f}" for k, v in summary["final"].items() if k.endswith("accuracy")
+    )
+    print(f"  final: {finals}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on unknown commands, tasks and options
+    try:
+        if args.command == "presets":
+            print(describe_presets())
+            return 0
+        if args.command == "train":
+            return cmd_train(args)
+    except (UsageError, ConfigError) as err:
+        parser.exit(2, f"icl-lab {args.command}: error: {err}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""`icl-lab`: bad input refused before any work, with the bad value and valid choices named."""
+
+import pytest
+
+from icl_lab.cli import main
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "bursti"], ["invalid choice", "bursti", "bursty"]),
+        (["train", "bursty", "--preset", "smal"], ["smal", "small", "reddy", "singh"]),
+        (["train", "bursty", "--set", "task.num_clases=3"], ["task.num_clases", "task.num_classes"]),
+        (["train", "bursty", "--set", "bogus=1"], ["bogus", "Valid keys", "train.lr"]),
+        (["train", "bursty", "--set", "lr=fast"], ["train.lr", "fast"]),
+        (["train", "bursty", "--set", "noequals"], ["key=value", "noequals"]),
+        (["train", "bursty", "--set", "task.num_classes=100"], ["K=100", "L=32"]),
+        (["train", "bursty", "--set", "optimizer=lion"], ["lion", "adam", "sgd"]),
+        (["train", "bursty", "--set", "measures=icl_acc"], ["icl_acc", "icl_accuracy"]),
+        (["train", "bursty", "--device", "tpu"], ["tpu", "auto", "cpu", "cuda"]),
+        (["train", "bursty", "--steps", "0"], ["--steps", "0"]),
+        (["train", "bursty", "--frobnicate"], ["--frobnicate"]),
+        (["fly"], ["invalid choice", "fly", "train"]),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_written(args, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(args + ["--out", str(tmp_path / "run")] if args[0] == "train" and "--frobnicate" not in args else args, capsys)
+    assert code == 2
+    for word in words:
+        assert word in err, (word, err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_run_dir_refused(capsys, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    code, err = run_cli(["train", "bursty", "--out", str(tmp_path / "run")], capsys)
+    assert code == 2 and "--overwrite" in err
+
+
+def test_train_command_end_to_end(capsys, tmp_path):
+    code = main([
+        "train", "bursty", "--steps", "20", "--seed", "1", "--device", "cpu", "--out", str(tmp_path / "run"),
+        "--set", "task.num_classes=64", "--set", "task.num_labels=8", "--set", "eval_size=64",
+        "--set", "train.eval_every=10", "--no-progress",
+    ])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "icl_accuracy" in out and str((tmp_path / "run").resolve()) in out
+    from icl_lab import load_run
+
+    run = load_run(tmp_path / "run")
+    assert run.config["train"]["steps"] == 20 and run.config["seed"] == 1
+    assert run.config["task_config"]["eval_size"] == 64
+    assert run.status["state"] == "done"
+
+
+def test_presets_command_lists_parameters(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "bursty/small (default)" in out and "num_classes=2048" in out and "bursty/reddy" in out

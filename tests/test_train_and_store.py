@@ -1,0 +1,113 @@
+"""The trainer writes a complete, atomic, reproducible run directory."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from icl_lab import load_checkpoint, load_run, train
+from icl_lab.measures import registry
+from icl_lab.models import build_model
+from icl_lab.store import RunWriter, load_metrics
+from icl_lab.tasks import make_task
+
+
+def test_run_directory_layout(tmp_path, tiny_run_config):
+    result = train(tiny_run_config, tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    assert run.status["state"] == "done"
+    assert run.checkpoint_steps == [0, 5, 10, 12]  # step 0, every 5, and the last
+    assert run.metrics.schema == pl.Schema({"step": pl.Int64, "metric": pl.String, "value": pl.Float64})
+    assert sorted(run.metrics["step"].unique().to_list()) == [0, 4, 8, 12]
+    names = set(run.metrics["metric"].unique().to_list())
+    assert {"icl_accuracy", "iwl_accuracy", "label_swap_accuracy", "train_loss", "induction_score.L1H0"} <= names
+    assert "train_loss" not in set(run.metrics.filter(pl.col("step") == 0)["metric"].to_list())
+    cfg = run.config
+    assert cfg["seed"] == 3 and cfg["task"] == "bursty" and cfg["task_config"]["num_classes"] == 64
+    assert {"torch", "transformer-lens", "python"} <= set(cfg["versions"])
+    assert "commit" in cfg["git"]
+    assert "icl_accuracy" in result.summary["transitions"]
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["final_step"] == 12
+
+
+def test_last_checkpoint_reproduces_the_returned_model(tmp_path, tiny_run_config):
+    result = train(tiny_run_config, tmp_path / "run", progress=False)
+    task = make_task("bursty", tiny_run_config.task_config, seed=3, device="cpu")
+    fresh = build_model(tiny_run_config.model, task.io, seed=99, device="cpu")
+    fresh.load_checkpoint_state(load_checkpoint(tmp_path / "run", 12))
+    batch = task.eval_sets()["icl"]
+    with torch.no_grad():
+        assert torch.equal(fresh(batch.inputs, batch.positions), result.model(batch.inputs, batch.positions))
+        first = build_model(tiny_run_config.model, task.io, seed=99, device="cpu")
+        first.load_checkpoint_state(load_checkpoint(tmp_path / "run", 0))
+        assert not torch.equal(first(batch.inputs, batch.positions), fresh(batch.inputs, batch.positions))
+
+
+def test_final_metrics_match_an_independent_evaluation(tmp_path, tiny_run_config):
+    result = train(tiny_run_config, tmp_path / "run", progress=False)
+    icl = result.task.eval_sets()["icl"]
+    with torch.no_grad():
+        acc = (result.model(icl.inputs, icl.positions).argmax(-1) == icl.targets).float().mean().item()
+    final = load_run(tmp_path / "run").curve("icl_accuracy")["value"].to_list()[-1]
+    assert final == pytest.approx(acc)
+
+
+def test_same_seed_same_bytes_other_seed_other_metrics(tmp_path, tiny_run_config):
+    train(tiny_run_config, tmp_path / "a", progress=False)
+    train(tiny_run_config, tmp_path / "b", progress=False)
+    other = tiny_run_config.with_overrides({"seed": 4})
+    train(other, tmp_path / "c", progress=False)
+    a = (tmp_path / "a" / "metrics.parquet").read_bytes()
+    assert a == (tmp_path / "b" / "metrics.parquet").read_bytes()
+    assert not load_metrics(tmp_path / "a").equals(load_metrics(tmp_path / "c"))
+
+
+def test_training_reduces_the_loss(tmp_path, tiny_run_config):
+    config = tiny_run_config.with_overrides({"train.steps": 60, "train.eval_every": 20, "train.lr": 1e-2})
+    train(config, tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    train_loss = run.curve("train_loss")["value"].to_list()
+    initial = run.curve("label_swap_loss")["value"].to_list()[0]  # ≈ ln L at initialisation
+    assert initial == pytest.approx(np.log(8), abs=0.3)
+    assert train_loss[-1] < initial - 0.2
+
+
+def test_failure_is_recorded_and_finished_work_kept(tmp_path, tiny_run_config, monkeypatch):
+    calls = {"n": 0}
+    original = registry.MEASURES["icl_accuracy"]
+
+    def flaky(model, data):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("measure exploded at the third evaluation")
+        return original.fn(model, data)
+
+    monkeypatch.setitem(registry.MEASURES, "icl_accuracy", registry.Measure("icl_accuracy", flaky, ("bursty",)))
+    with pytest.raises(RuntimeError, match="exploded"):
+        train(tiny_run_config, tmp_path / "run", progress=False)
+    run = load_run(tmp_path / "run")
+    assert run.status["state"] == "failed"
+    assert "measure exploded" in run.status["error"]
+    assert sorted(run.metrics["step"].unique().to_list()) == [0, 4]  # what finished is kept
+    assert 0 in run.checkpoint_steps and 5 in run.checkpoint_steps
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path, tiny_run_config):
+    train(tiny_run_config, tmp_path / "run", progress=False)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        train(tiny_run_config, tmp_path / "run", progress=False)
+    train(tiny_run_config, tmp_path / "run", progress=False, overwrite=True)
+
+
+def test_atomic_writes_leave_no_temporary_files(tmp_path):
+    writer = RunWriter(tmp_path / "r", {"a": 1})
+    for step in range(5):
+        writer.add_metrics(step, {"x": step * 0.5})
+        writer.flush_metrics()
+    writer.save_checkpoint(3, {"w": torch.ones(2)})
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["checkpoints", "config.json", "metrics.parquet", "status.json"]
+    assert load_metrics(tmp_path / "r")["value"].to_list() == [0.0, 0.5, 1.0, 1.5, 2.0]
+    with pytest.raises(ValueError, match="finished"):
+        writer.set_status("finished")
