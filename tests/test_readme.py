@@ -1,0 +1,43 @@
+"""The README's commands and Python examples are the ones CI and users run."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+def test_ci_runs_the_readme_install_and_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_cmd = 'pip install torch==2.13.0 && pip install -e ".[dev]" && python -m pytest -q'
+    assert test_cmd in README
+    for part in test_cmd.split(" && "):
+        assert part in ci, part
+
+
+def test_api_example_is_at_most_ten_lines():
+    first = python_blocks()[0]
+    assert len([line for line in first.splitlines() if line.strip()]) <= 10
+
+
+@pytest.mark.slow
+def test_readme_api_examples_run_and_show_the_icl_transition(tmp_path, monkeypatch):
+    """Runs the README's Python examples verbatim: the reference preset on CPU must show the
+    abrupt ICL transition (near the B/N plateau, then >= 0.95)."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in python_blocks():
+        exec(compile(block, "README.md", "exec"), namespace)
+    transition = namespace["result"].summary["transitions"]["icl_accuracy"]
+    assert transition["transition_step"] is not None
+    assert transition["y_lo"] <= 0.55 and transition["y_hi"] >= 0.95
+    assert transition["width"] <= 1000
+    curve = namespace["run"].curve("icl_accuracy")["value"].to_list()
+    assert max(curve) >= 0.95 and curve[0] < 0.1
+    assert tuple(namespace["cache"]["blocks.1.attn.hook_pattern"].shape)[1:] == (2, 17, 17)
