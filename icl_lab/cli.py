@@ -12,6 +12,7 @@ written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -70,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="override one config field, e.g. task.num_classes=512, train.lr=1e-3, "
         "model.n_heads=4 (a bare name works when it is unique); repeatable",
     )
+    tr.add_argument(
+        "--intervention",
+        dest="interventions",
+        action="append",
+        default=[],
+        metavar="SPEC.toml",
+        help="a TOML file of [[intervention]] tables (clamps during training, ablations at "
+        "evaluation); repeatable",
+    )
     tr.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -90,6 +100,11 @@ def _plan_train(args: argparse.Namespace):
     overrides["seed"] = args.seed
     overrides["device"] = args.device
     config = preset.config.with_overrides(overrides)
+    if args.interventions:
+        from interventions import load_interventions
+
+        specs = [spec for path in args.interventions for spec in load_interventions(path)]
+        config = dataclasses.replace(config, interventions=config.interventions + tuple(specs))
     validate_measures(list(config.measures), config.task)
     try:
         resolve_device(config.device)
@@ -110,7 +125,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     config, out = _plan_train(args)
     print(f"training {config.task}/{config.preset} for {config.train.steps} steps "
           f"(seed {config.seed}, device {resolve_device(config.device)}) -> {out}")
-    result = train(config, out, progress=not args.no_progress, overwrite=args.overwrite)
+    if config.interventions:
+        for spec in config.interventions:
+            print(f"  intervention: {spec.to_dict()}")
+    try:
+        result = train(config, out, progress=not args.no_progress, overwrite=args.overwrite)
+    except FileExistsError as err:
+        raise UsageError(str(err)) from None
     summary = result.summary
     print(f"done in {summary['wall_seconds']:.1f} s; run stored in {out.resolve()}")
     for metric, t in summary["transitions"].items():
@@ -126,6 +147,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{k}={v:.3f}" for k, v in summary["final"].items() if k.endswith("accuracy")
     )
     print(f"  final: {finals}")
+    for spec, calls in summary.get("intervention_calls", {}).items():
+        print(f"  intervention {spec} fired: {calls}")
     return 0
 
 

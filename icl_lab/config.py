@@ -66,6 +66,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table/dict, got {value!r}")
+        if hasattr(annotation, "from_dict"):
+            return annotation.from_dict(value, where=where)
         return from_dict(annotation, value, where=where)
     if origin in (tuple, list):
         if isinstance(value, str):

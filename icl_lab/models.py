@@ -117,19 +117,41 @@ class LabModel(nn.Module):
         self.input_map = input_map
         self.readout = readout
         self._fired_names: list[str] | None = None
+        self.current_batch: TaskBatch | None = None
+        # callables (model, inputs, positions, batch) run before each forward (interventions)
+        self.pre_forward_callbacks: list = []
 
     # -- forward --------------------------------------------------------------------------
-    def forward(self, inputs: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        if self.input_map is not None:
-            embed = self.bridge.hook_embed(self.input_map(inputs))  # [batch, pos, d_model]
-            out = self.bridge(embed, position_ids=positions)
-        else:
-            out = self.bridge(inputs, position_ids=positions)
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        *,
+        batch: TaskBatch | None = None,
+    ) -> torch.Tensor:
+        """Logits [batch, n_outputs] at the last position.
+
+        `batch` (the TaskBatch the inputs come from) is visible to hooks as
+        `model.current_batch` during the call: interventions whose targets depend on the task's
+        structure (ideal attention patterns, another checkpoint's activations) read it there.
+        """
+        previous = self.current_batch
+        self.current_batch = batch
+        try:
+            for callback in self.pre_forward_callbacks:
+                callback(self, inputs, positions, batch)
+            if self.input_map is not None:
+                embed = self.bridge.hook_embed(self.input_map(inputs))  # [batch, pos, d_model]
+                out = self.bridge(embed, position_ids=positions)
+            else:
+                out = self.bridge(inputs, position_ids=positions)
+        finally:
+            self.current_batch = previous
         last = out[:, -1, :]  # the query / answer position
         return self.readout(last) if self.readout is not None else last
 
     def forward_batch(self, batch: TaskBatch) -> torch.Tensor:
-        return self(batch.inputs, batch.positions)
+        return self(batch.inputs, batch.positions, batch=batch)
 
     # -- hooks ----------------------------------------------------------------------------
     def hook_names(self) -> list[str]:
@@ -173,8 +195,13 @@ class LabModel(nn.Module):
         inputs: torch.Tensor,
         positions: torch.Tensor | None = None,
         names: list[str] | Callable[[str], bool] | None = None,
+        *,
+        batch: TaskBatch | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(logits, {hook name: activation}) for the given names (all when None)."""
+        """(logits, {hook name: activation}) for the given names (all when None).
+
+        Activations are cached as they leave each hook point, after any intervention on it.
+        """
         if names is None:
             selected = self.hook_names()
         elif callable(names):
@@ -191,7 +218,7 @@ class LabModel(nn.Module):
             return save
 
         with self.hooks(fwd_hooks=[(n, saver(n)) for n in selected]):
-            logits = self(inputs, positions)
+            logits = self(inputs, positions, batch=batch)
         return logits, cache
 
     # -- weights --------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from icl_lab.config import (
 )
 from icl_lab.models import ModelConfig
 from icl_lab.tasks import task_config_class
+from interventions.spec import Intervention
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     preset: str = ""
+    interventions: tuple[Intervention, ...] = ()
 
     def __post_init__(self) -> None:
         cls = task_config_class(self.task)
@@ -130,3 +132,4 @@ class _RunConfigFields:
     seed: int = 0
     device: str = "auto"
     preset: str = ""
+    interventions: tuple[Intervention, ...] = ()

@@ -30,6 +30,7 @@ from icl_lab.provenance import device_description, git_commit, package_versions,
 from icl_lab.run_config import RunConfig
 from icl_lab.store import RunWriter, load_metrics
 from icl_lab.tasks import make_task
+from interventions.engine import InterventionEngine
 
 
 @dataclass
@@ -78,15 +79,13 @@ def run_record(config: RunConfig, device: torch.device) -> dict[str, Any]:
     }
 
 
-def prepare_run_dir(out: str | Path, overwrite: bool) -> Path:
+def check_run_dir(out: str | Path, overwrite: bool) -> Path:
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f"run directory {out} already exists and is not empty; "
-                "choose another --out or pass --overwrite"
-            )
-        shutil.rmtree(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(
+            f"run directory {out} already exists and is not empty; "
+            "choose another --out or pass --overwrite"
+        )
     return out
 
 
@@ -97,12 +96,17 @@ def train(
     progress: bool = True,
     overwrite: bool = False,
 ) -> TrainResult:
-    """Train `config` and store the run in `out`. Returns the trained model and the summary."""
+    """Train `config` and store the run in `out`. Returns the trained model and the summary.
+
+    Everything is checked (device, run directory, interventions against the model) before
+    anything is written.
+    """
     device = resolve_device(config.device)
-    out = prepare_run_dir(out, overwrite)
+    out = check_run_dir(out, overwrite)
     torch.manual_seed(config.seed)
     task = make_task(config.task, config.task_config, seed=config.seed, device=device)
     model = build_model(config.model, task.io, seed=config.seed + 1, device=device)
+    engine = InterventionEngine(model, task, config.interventions) if config.interventions else None
     cfg = config.train
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -110,14 +114,21 @@ def train(
     eval_batches = task.eval_sets()
     loss_dtype = torch.float64 if cfg.loss_dtype == "float64" else torch.float32
 
+    if out.exists() and overwrite:
+        shutil.rmtree(out)
     writer = RunWriter(out, run_record(config, device))
     started = time.perf_counter()
     bar = tqdm(total=cfg.steps, disable=not progress, desc=f"{config.task}/{config.preset or 'custom'}", unit="step")
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     loss_count = 0
 
+    eval_steps: list[int] = []
+
     def record(step: int) -> dict[str, float]:
         nonlocal loss_sum, loss_count
+        eval_steps.append(step)
+        if engine is not None:
+            engine.set_step(step, "eval")
         values = evaluate(model, task, eval_batches, list(config.measures))
         if loss_count:
             values["train_loss"] = loss_sum / loss_count
@@ -139,8 +150,10 @@ def train(
         last = record(0)
         writer.save_checkpoint(0, model.checkpoint_state())
         for step in range(1, cfg.steps + 1):
+            if engine is not None:
+                engine.set_step(step - 1, "train")  # the update from step-1 to step
             batch = task.sample_batch(cfg.batch_size, data_gen)
-            logits = model(batch.inputs, batch.positions)
+            logits = model.forward_batch(batch)
             loss = task.loss(logits.to(loss_dtype), batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -156,8 +169,12 @@ def train(
             if should(cfg.checkpoint_every, step):
                 writer.save_checkpoint(step, model.checkpoint_state())
             bar.update(1)
+        if engine is not None:
+            check_interventions_fired(engine, cfg.steps, eval_steps)
     except BaseException as err:
         bar.close()
+        if engine is not None:
+            engine.close()
         writer.flush_metrics()
         writer.set_status(
             "failed",
@@ -168,9 +185,26 @@ def train(
     bar.close()
     wall = time.perf_counter() - started
     summary = summarize(out, config, wall)
+    if engine is not None:
+        summary["intervention_calls"] = engine.call_counts()
+        engine.close()
     writer.write_summary(summary)
     writer.set_status("done", wall_seconds=wall, steps=cfg.steps)
     return TrainResult(run_dir=out, model=model, task=task, summary=summary)
+
+
+def check_interventions_fired(engine: InterventionEngine, train_steps: int, eval_steps: list[int]) -> None:
+    """Refuse a run in which a clamp that should have acted never fired (no silent drops)."""
+    for i, spec in enumerate(engine.specs):
+        expected = {
+            "train": any(spec.active(s, "train") for s in range(train_steps)),
+            "eval": any(spec.active(s, "eval") for s in eval_steps),
+        }
+        for phase, should in expected.items():
+            if should and not any(engine.calls[(i, n, phase)] for n in spec.hook_names):
+                raise RuntimeError(
+                    f"intervention {spec.label} never fired during {phase}; nothing was clamped"
+                )
 
 
 def summarize(run_dir: Path, config: RunConfig, wall_seconds: float) -> dict[str, Any]:

@@ -38,9 +38,9 @@ class EvalData:
         batch = self.batches[set_name]
         names = sorted(self.wanted_hooks.get(set_name, ()))
         if names:
-            logits, cache = model.run_with_cache(batch.inputs, batch.positions, names=names)
+            logits, cache = model.run_with_cache(batch.inputs, batch.positions, names=names, batch=batch)
         else:
-            logits, cache = model(batch.inputs, batch.positions), {}
+            logits, cache = model.forward_batch(batch), {}
         self._logits[set_name] = logits
         self._acts[set_name] = cache
 

@@ -145,6 +145,47 @@ class BurstyTask:
         """Cross-entropy of the query's label: −log softmax(logits)[target], batch mean."""
         return F.cross_entropy(logits, batch.targets)
 
+    # -- structure, for interventions ----------------------------------------------------
+    def position_roles(self) -> dict[str, list[int]]:
+        """Named positions of the layout x₁ ℓ₁ … x_N ℓ_N x_q."""
+        N = self.config.context_pairs
+        return {
+            "items": list(range(0, 2 * N, 2)),
+            "labels": list(range(1, 2 * N, 2)),
+            "query": [2 * N],
+            "context": list(range(2 * N)),
+        }
+
+    def ideal_attention(self, kind: str, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ideal attention pattern [batch, query_pos, key_pos] and the rows where it is defined
+        [batch, query_pos] (rows where it is not defined are left to the model).
+
+        previous_token: every position attends to the one before it (position 0 to itself), so
+            each label attends to its item. Defined on every row.
+        induction: the query attends uniformly to the labels that follow items of its class,
+            A[q, 2i+1] = [class_i = class_q] / #{i: class_i = class_q}. Defined on the query row
+            of sequences whose query class occurs in the context.
+        """
+        T = batch.inputs.shape[1]
+        b = batch.size
+        device = batch.inputs.device
+        if kind == "previous_token":
+            pattern = torch.zeros(T, T, device=device)
+            idx = torch.arange(1, T, device=device)
+            pattern[idx, idx - 1] = 1.0
+            pattern[0, 0] = 1.0
+            return pattern.expand(b, T, T), torch.ones(b, T, dtype=torch.bool, device=device)
+        if kind == "induction":
+            N = batch.context_classes.shape[1]
+            match = (batch.context_classes == batch.query_class[:, None]).float()  # [b, N]
+            count = match.sum(dim=1, keepdim=True)
+            pattern = torch.zeros(b, T, T, device=device)
+            pattern[:, T - 1, 1 : 2 * N : 2] = match / count.clamp(min=1)
+            defined = torch.zeros(b, T, dtype=torch.bool, device=device)
+            defined[:, T - 1] = count[:, 0] > 0
+            return pattern, defined
+        raise ValueError(f"unknown ideal pattern {kind!r}; valid: previous_token, induction")
+
     # -- sampling -------------------------------------------------------------------------
     def _zipf(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
         n = math.prod(shape)
