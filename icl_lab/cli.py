@@ -84,6 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     sub.add_parser("presets", help="list the named presets and their parameters")
+
+    from icl_lab.experiments import EXPERIMENTS
+
+    ex = sub.add_parser(
+        "experiment",
+        help="run a paper reproduction",
+        description="Run a paper reproduction. " + " ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()),
+    )
+    ex.add_argument("name", choices=sorted(EXPERIMENTS), help="which experiment")
+    ex.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    ex.add_argument("--steps", type=int, default=None, help="steps per run (default: the preset's)")
+    ex.add_argument("--out", default=None, help="directory for its runs and table (default runs/<name>)")
+    ex.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    ex.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -152,6 +166,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from icl_lab.experiments.singh import run_experiment, markdown
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds expects comma-separated integers, got {args.seeds!r}") from None
+    if not seeds:
+        raise UsageError("--seeds is empty")
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    try:
+        resolve_device(args.device)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    out = Path(args.out or f"runs/{args.name}")
+    table = run_experiment(out, seeds, steps=args.steps, progress=not args.no_progress,
+                           overrides={"device": args.device})
+    print(markdown(table))
+    print(f"runs and table in {out.resolve()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on unknown commands, tasks and options
@@ -161,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "experiment":
+            return cmd_experiment(args)
     except (UsageError, ConfigError) as err:
         parser.exit(2, f"icl-lab {args.command}: error: {err}\n")
     return 0

@@ -6,7 +6,9 @@ Given a curve y(step) that moves from a low plateau to a high one (accuracy) we 
   y_lo + ½ (y_hi − y_lo) and stays above it for the rest of the run;
 - `width`: the steps between the last crossing of the 10% and the 90% levels around it
   (the 10–90 rise distance);
-- `y_lo`, `y_hi`: the plateaus, as medians of the first and last 10% of evaluations.
+- `y_lo`, `y_hi`: the plateaus, as medians of the first and last 10% of evaluations. A low
+  plateau must hold for that first 10%: when the curve crosses its midpoint within it (a
+  clamp that removes the plateau), `y_lo` is the first evaluation instead.
 
 Smoothing is a centred running median (window 3 by default), which removes single-point
 evaluation noise without shifting a step. A curve whose rise y_hi − y_lo is smaller than
@@ -35,10 +37,14 @@ class Transition:
 
 
 def running_median(values: np.ndarray, window: int = 3) -> np.ndarray:
+    """Centred running median. The start is padded with the first value (the untrained model
+    is a real measurement); the end is reflected, so a single odd last evaluation is treated
+    like any other outlier."""
     if window <= 1 or len(values) < window:
         return values.copy()
     half = window // 2
-    padded = np.concatenate([np.full(half, values[0]), values, np.full(half, values[-1])])
+    tail = values[-2 : -2 - half : -1] if len(values) > half + 1 else np.full(half, values[-1])
+    padded = np.concatenate([np.full(half, values[0]), values, tail])
     return np.array([np.median(padded[i : i + window]) for i in range(len(values))])
 
 
@@ -67,10 +73,15 @@ def find_transition(
     smooth = running_median(y, window)
     k = max(1, len(y) // 10)
     y_lo, y_hi = float(np.median(smooth[:k])), float(np.median(smooth[-k:]))
+    mid = _stays_above(smooth, y_lo + 0.5 * (y_hi - y_lo))
+    if y_hi - y_lo < min_rise or (mid is not None and mid < k):
+        # no low plateau: the curve rose within its first 10% of evaluations, so the low
+        # level is where it started
+        y_lo = float(smooth[0])
+        mid = _stays_above(smooth, y_lo + 0.5 * (y_hi - y_lo))
     sign = -1.0 if direction == "down" else 1.0
     if y_hi - y_lo < min_rise:
         return Transition(None, None, sign * y_lo, sign * y_hi)
-    mid = _stays_above(smooth, y_lo + 0.5 * (y_hi - y_lo))
     hi = _stays_above(smooth, y_lo + 0.9 * (y_hi - y_lo))
     if mid is None or hi is None:
         return Transition(None, None, sign * y_lo, sign * y_hi)

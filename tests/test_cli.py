@@ -66,3 +66,46 @@ def test_presets_command_lists_parameters(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     assert "bursty/small (default)" in out and "num_classes=2048" in out and "bursty/reddy" in out
+
+
+def test_train_with_an_intervention_file(capsys, tmp_path):
+    spec = tmp_path / "clamp.toml"
+    spec.write_text('[[intervention]]\nhook = "blocks.1.attn.hook_pattern"\nheads = [0]\nquery_positions = "query"\ntarget = "induction"\n')
+    code = main([
+        "train", "bursty", "--steps", "6", "--device", "cpu", "--out", str(tmp_path / "run"),
+        "--set", "task.num_classes=64", "--set", "task.num_labels=8", "--set", "eval_size=32",
+        "--set", "train.eval_every=3", "--intervention", str(spec), "--no-progress",
+    ])
+    out = capsys.readouterr().out
+    assert code == 0 and "fired" in out
+    from icl_lab import load_run
+
+    run = load_run(tmp_path / "run")
+    assert run.config["interventions"][0]["target"] == "induction"
+    assert run.curve("induction_score.L1H0")["value"].to_list() == pytest.approx([1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    "toml, words",
+    [
+        ('[[intervention]]\nhook = "blocks.1.attn.hook_patern"\n', ["hook_patern", "blocks.1.attn.hook_pattern"]),
+        ('[[intervention]]\nhook = "blocks.1.attn.hook_pattern"\nheads = [5]\n', ["heads [5]", "2 heads"]),
+        ('[[intervention]]\nhook = "blocks.1.attn.hook_pattern"\ntarget = "inductoin"\n', ["inductoin", "induction"]),
+        ('[[intervention]\nhook = "x"\n', ["not valid TOML"]),
+    ],
+)
+def test_bad_intervention_file_refused_before_any_work(toml, words, capsys, tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text(toml)
+    code, err = run_cli(["train", "bursty", "--out", str(tmp_path / "run"), "--intervention", str(spec)], capsys)
+    assert code == 2
+    for word in words:
+        assert word in err, (word, err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_experiment_refuses_bad_seeds(capsys, tmp_path):
+    code, err = run_cli(["experiment", "singh-clamps", "--seeds", "a,b", "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "a,b" in err
+    code, err = run_cli(["experiment", "singh-clams"], capsys)
+    assert code == 2 and "singh-clamps" in err

@@ -26,6 +26,38 @@ def test_transition_of_a_noisy_logistic(seed):
     assert t.y_lo == pytest.approx(0.03, abs=0.05) and t.y_hi == pytest.approx(1.0, abs=0.05)
 
 
+def test_early_transition_within_the_first_evaluations():
+    steps = np.arange(0, 3000, 50)
+    y = logistic(steps, 75, 40)  # up by the second evaluation
+    t = find_transition(steps, y)
+    assert t.transition_step in (50, 100)
+    assert t.y_lo == pytest.approx(0.03, abs=0.02)
+
+
+def test_rise_without_plateau_starts_from_the_first_evaluation():
+    steps = np.arange(0, 3000, 50)
+    y = logistic(steps, 120, 100)  # rises over the first few evaluations only
+    t = find_transition(steps, y)
+    assert t.y_lo == pytest.approx(0.03, abs=0.02)
+    assert t.transition_step in (100, 150)
+
+
+def test_plateau_then_jump_uses_the_plateau():
+    steps = np.arange(0, 3000, 50)
+    y = np.where(steps < 100, 0.03, 0.5) + logistic(steps, 900, 250, lo=0.0, hi=0.5)
+    t = find_transition(steps, y)
+    assert t.y_lo == pytest.approx(0.5, abs=0.03)
+    assert abs(t.transition_step - 900) <= 50
+
+
+def test_single_odd_last_evaluation_does_not_hide_the_transition():
+    steps = np.arange(0, 3050, 50)
+    y = logistic(steps, 1000, 200)
+    y[-1] = 0.4  # e.g. a clamp released just before the final evaluation
+    t = find_transition(steps, y)
+    assert abs(t.transition_step - 1000) <= 50
+
+
 def test_no_transition_on_a_flat_or_small_curve():
     steps = np.arange(0, 2000, 50)
     rng = np.random.default_rng(0)

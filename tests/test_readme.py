@@ -21,9 +21,19 @@ def test_ci_runs_the_readme_install_and_test_command():
         assert part in ci, part
 
 
-def test_api_example_is_at_most_ten_lines():
-    first = python_blocks()[0]
-    assert len([line for line in first.splitlines() if line.strip()]) <= 10
+def test_api_examples_are_at_most_ten_lines():
+    blocks = python_blocks()
+    first, clamp = blocks[0], next(b for b in blocks if "Intervention(" in b)
+    for block in (first, clamp):
+        assert len([line for line in block.splitlines() if line.strip()]) <= 10
+
+
+def test_readme_toml_example_is_a_valid_intervention_file():
+    from interventions import interventions_from_toml
+
+    toml_block = re.findall(r"```toml\n(.*?)```", README, flags=re.S)[0]
+    (spec,) = interventions_from_toml(toml_block)
+    assert spec.target == "induction" and spec.heads == (0,)
 
 
 @pytest.mark.slow
@@ -41,3 +51,7 @@ def test_readme_api_examples_run_and_show_the_icl_transition(tmp_path, monkeypat
     curve = namespace["run"].curve("icl_accuracy")["value"].to_list()
     assert max(curve) >= 0.95 and curve[0] < 0.1
     assert tuple(namespace["cache"]["blocks.1.attn.hook_pattern"].shape)[1:] == (2, 17, 17)
+    # the clamped run: the ideal induction pattern removes the plateau, the jump comes earlier
+    clamped = namespace["clamped"].summary
+    assert clamped["transitions"]["icl_accuracy"]["transition_step"] < transition["transition_step"]
+    assert all(calls["train"] == 3000 for calls in clamped["intervention_calls"].values())
