@@ -85,6 +85,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the named presets and their parameters")
 
+    rf = sub.add_parser(
+        "rfm",
+        help="grok modular arithmetic with a Recursive Feature Machine",
+        description="Kernel ridge regression with AGOP feature learning on a∘b mod p "
+        "(Mallinar et al. 2024); iterations are the run's steps.",
+    )
+    rf.add_argument("--op", default="add", choices=["add", "sub", "mul", "div"], help="the operation ∘")
+    rf.add_argument("--p", type=int, default=61, help="the prime modulus (default 61)")
+    rf.add_argument("--train-frac", type=float, default=0.5, help="fraction of all pairs used for training (default 0.5)")
+    rf.add_argument("--train-fracs", default=None, help="comma-separated fractions: run each, print a table of final test accuracy")
+    rf.add_argument("--iters", type=int, default=30, help="RFM iterations (default 30)")
+    rf.add_argument("--kernel", default="gaussian", choices=["gaussian", "laplace", "quadratic"])
+    rf.add_argument("--bandwidth", type=float, default=2.5, help="kernel bandwidth L (default 2.5)")
+    rf.add_argument("--ridge", type=float, default=0.0, help="ridge λ (default 0)")
+    rf.add_argument("--agop-power", type=float, default=0.5, help="M ← AGOP^power (default 1/2)")
+    rf.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    rf.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    rf.add_argument("--out", default=None, help="run directory (default runs/rfm-<op>-p<p>-seed<S>)")
+    rf.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    rf.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     from icl_lab.experiments import EXPERIMENTS
 
     ex = sub.add_parser(
@@ -189,6 +210,46 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rfm(args: argparse.Namespace) -> int:
+    from icl_lab.rfm.machine import RFMConfig, run_rfm
+
+    try:
+        resolve_device(args.device)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    config = RFMConfig(
+        p=args.p, op=args.op, train_fraction=args.train_frac, kernel=args.kernel,
+        bandwidth=args.bandwidth, ridge=args.ridge, agop_power=args.agop_power,
+        iters=args.iters, seed=args.seed, device=args.device,
+    )
+    out = Path(args.out or f"runs/rfm-{args.op}-p{args.p}-seed{args.seed}")
+    if args.train_fracs:
+        from icl_lab.experiments.rfm import run_fractions
+
+        try:
+            fractions = [float(f) for f in args.train_fracs.split(",") if f.strip()]
+            for f in fractions:
+                RFMConfig(p=args.p, op=args.op, train_fraction=f)
+        except ValueError as err:
+            raise UsageError(f"--train-fracs: {err}") from None
+        table = run_fractions(out, fractions, config, progress=not args.no_progress)
+        print(table)
+        print(f"runs and table in {out.resolve()}")
+        return 0
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UsageError(f"run directory {out} already exists and is not empty; choose another --out or pass --overwrite")
+    result = run_rfm(config, out, progress=not args.no_progress, overwrite=args.overwrite)
+    s = result.summary
+    t = s["transitions"]["test_accuracy"]
+    print(f"done in {s['wall_seconds']:.1f} s; run stored in {out.resolve()}")
+    print(f"  test accuracy: jump at iteration {t['transition_step']} (from {t['y_lo']:.3f} to {t['y_hi']:.3f}); "
+          f">= 0.99 from iteration {s['first_iteration_test_accuracy_0.99']}")
+    f = s["final"]
+    print(f"  final: train_accuracy={f['train_accuracy']:.3f} test_accuracy={f['test_accuracy']:.3f} "
+          f"circulant_deviation={f.get('circulant_deviation', float('nan')):.4f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on unknown commands, tasks and options
@@ -200,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args)
         if args.command == "experiment":
             return cmd_experiment(args)
+        if args.command == "rfm":
+            return cmd_rfm(args)
     except (UsageError, ConfigError) as err:
         parser.exit(2, f"icl-lab {args.command}: error: {err}\n")
     return 0
