@@ -178,6 +178,15 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"(10-90% rise over {t['width']} steps, steps {t['start_step']}-{t['end_step']}; "
                 f"{t['y_lo']:.3f} -> {t['y_hi']:.3f})"
             )
+    if config.task == "modular":
+        memorised = summary["transitions"].get("train_accuracy", {}).get("first_step_at_1")
+        general = summary["transitions"].get("test_accuracy", {}).get("first_step_at_0.95")
+        print(f"  train accuracy 1.0 at step {memorised}; test accuracy >= 0.95 at step {general}")
+        from icl_lab.grokking.posthoc import add_final_key_losses
+
+        keys = add_final_key_losses(out)
+        if keys:
+            print(f"  final key frequencies {keys}: restricted/excluded loss with them added at every checkpoint")
     finals = ", ".join(
         f"{k}={v:.3f}" for k, v in summary["final"].items() if k.endswith("accuracy")
     )

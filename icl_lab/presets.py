@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from icl_lab.config import ConfigError, TrainConfig, did_you_mean, to_dict
 from icl_lab.models import MODEL_PRESETS
 from icl_lab.run_config import RunConfig
-from icl_lab.tasks import BurstyConfig
+from icl_lab.models import ModelConfig
+from icl_lab.tasks import BurstyConfig, ModularTaskConfig
 
 BURSTY_MEASURES = (
     "icl_accuracy",
@@ -88,7 +89,73 @@ PRESETS: dict[str, dict[str, Preset]] = {
     }
 }
 
-DEFAULT_PRESET = {"bursty": "small"}
+MODULAR_MEASURES = (
+    "modular_accuracy",
+    "modular_loss",
+    "fourier_embedding",
+    "gini_neuron_logit",
+    "restricted_excluded_loss",
+    "weight_norm",
+)
+
+
+def _modular(name: str, description: str, task: ModularTaskConfig, model: ModelConfig, train: TrainConfig) -> Preset:
+    return Preset(
+        task="modular",
+        name=name,
+        description=description,
+        config=RunConfig(
+            task="modular",
+            task_config=task,
+            model=model,
+            train=train,
+            measures=MODULAR_MEASURES,
+            track=("test_accuracy",),
+            preset=name,
+        ),
+    )
+
+
+def _nanda_model(d_model: int, n_heads: int, d_mlp: int) -> ModelConfig:
+    # 1 layer, ReLU MLP, no LayerNorm, learned positions; init std 1/sqrt(d_model) as theirs
+    return ModelConfig(
+        n_layers=1, n_heads=n_heads, d_model=d_model, attn_only=False, d_mlp=d_mlp,
+        act_fn="relu", normalization="none", init_range=d_model**-0.5,
+    )
+
+
+def _nanda_train(steps: int, weight_decay: float, eval_every: int, checkpoint_every: int) -> TrainConfig:
+    return TrainConfig(
+        steps=steps, optimizer="adamw", lr=1e-3, weight_decay=weight_decay, betas=(0.9, 0.98),
+        warmup_steps=10, eval_every=eval_every, checkpoint_every=checkpoint_every, loss_dtype="float64",
+    )
+
+
+PRESETS["modular"] = {
+    p.name: p
+    for p in [
+        _modular(
+            "nanda",
+            "Nanda et al. (ICLR 2023): a+b mod 113, 30% of pairs for training, full batch; 1 layer, "
+            "d_model 128, 4 heads, d_mlp 512, ReLU, no LayerNorm; AdamW lr 1e-3, weight decay 1.0, "
+            "betas (0.9, 0.98), 10-step warm-up, float64 loss; 40k steps (= epochs). GPU length.",
+            ModularTaskConfig(p=113, op="add", train_fraction=0.3),
+            _nanda_model(128, 4, 512),
+            _nanda_train(40_000, 1.0, 100, 1000),
+        ),
+        _modular(
+            "cpu",
+            "CPU grokking: a+b mod 59, 50% of pairs for training, full batch; Nanda's 1-layer "
+            "architecture at d_model 128, 4 heads, d_mlp 512; AdamW lr 1e-3, weight decay 1.0; "
+            "memorises in a few hundred steps, generalises thousands of steps later.",
+            ModularTaskConfig(p=59, op="add", train_fraction=0.5),
+            _nanda_model(128, 4, 512),
+            _nanda_train(3000, 1.0, 50, 100),
+        ),
+    ]
+}
+
+DEFAULT_PRESET = {"bursty": "small", "modular": "cpu"}
 
 
 def get_preset(task: str, name: str | None) -> Preset:

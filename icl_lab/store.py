@@ -180,3 +180,15 @@ def list_runs(root: str | Path) -> list[Path]:
     if not root.exists():
         return []
     return sorted(p.parent for p in root.rglob("config.json"))
+
+
+def append_metrics(run_dir: str | Path, rows: list[tuple[int, str, float]]) -> pl.DataFrame:
+    """Add (step, metric, value) rows to a run's metrics, replacing rows with the same
+    (step, metric); written atomically. Returns the new metrics."""
+    run_dir = Path(run_dir)
+    new = metrics_frame(rows)
+    old = load_metrics(run_dir)
+    keep = old.join(new.select("step", "metric"), on=["step", "metric"], how="anti")
+    merged = pl.concat([keep, new]).sort(["step", "metric"])
+    _atomic_via_tmp(run_dir / "metrics.parquet", lambda tmp: merged.write_parquet(tmp))
+    return merged

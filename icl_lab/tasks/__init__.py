@@ -7,9 +7,11 @@ from typing import Any
 from icl_lab.config import ConfigError, did_you_mean, from_dict
 from icl_lab.tasks.base import ModelIO, TaskBatch
 from icl_lab.tasks.bursty import BurstyConfig, BurstyTask
+from icl_lab.tasks.modular import ModularTask, ModularTaskConfig
 
 TASKS: dict[str, tuple[type, type]] = {
     "bursty": (BurstyConfig, BurstyTask),
+    "modular": (ModularTaskConfig, ModularTask),
 }
 
 
@@ -39,6 +41,8 @@ __all__ = [
     "TASKS",
     "BurstyConfig",
     "BurstyTask",
+    "ModularTask",
+    "ModularTaskConfig",
     "ModelIO",
     "TaskBatch",
     "make_task",

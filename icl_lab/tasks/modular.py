@@ -101,3 +101,84 @@ def split_pairs(config: ModularConfig, seed: int) -> ModularSplit:
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_train = int(config.train_fraction * n)
     return ModularSplit(a, b, label, train_idx=perm[:n_train].sort().values, test_idx=perm[n_train:].sort().values)
+
+
+@dataclass(frozen=True)
+class ModularTaskConfig:
+    """a ∘ b mod p as tokens `a b =`, the answer read at `=` (Nanda et al. 2023).
+
+    batch_size 0 means full batch (every training pair at every step, as the paper);
+    otherwise each step draws `batch_size` training pairs with replacement."""
+
+    p: int = 113
+    op: str = "add"
+    train_fraction: float = 0.3
+    batch_size: int = 0
+
+    def __post_init__(self) -> None:
+        ModularConfig(p=self.p, op=self.op, train_fraction=self.train_fraction)
+        if self.batch_size < 0:
+            raise ConfigError(f"task.batch_size must be >= 0 (0 = full batch), got {self.batch_size}")
+
+
+class ModularTask:
+    """Token batches for a ∘ b mod p: inputs [batch, 3] = (a, b, =) with `=` the token p."""
+
+    name = "modular"
+    eval_set_names = ("grid",)
+
+    def __init__(self, config: ModularTaskConfig, seed: int, device="cpu"):
+        self.config = config
+        self.device = torch.device(device)
+        self.split = split_pairs(ModularConfig(config.p, config.op, config.train_fraction), seed=seed)
+        p = config.p
+        s = self.split
+        self.tokens = torch.stack([s.a, s.b, torch.full_like(s.a, p)], dim=1).to(self.device)  # [N, 3]
+        self.labels = s.label.to(self.device)
+        self.train_idx = s.train_idx.to(self.device)
+        self.test_idx = s.test_idx.to(self.device)
+
+    @property
+    def io(self):
+        from icl_lab.tasks.base import ModelIO
+
+        p = self.config.p
+        return ModelIO(input_kind="tokens", n_ctx=3, n_outputs=p, seq_len=3, d_vocab=p + 1)
+
+    def _batch(self, idx: torch.Tensor):
+        from icl_lab.tasks.base import TaskBatch
+
+        tokens = self.tokens[idx]
+        positions = torch.arange(3, device=self.device).expand(idx.shape[0], -1)
+        return TaskBatch(inputs=tokens, positions=positions, targets=self.labels[idx])
+
+    def make_generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def sample_batch(self, batch_size: int, gen: torch.Generator):
+        """The full training set (task.batch_size 0), or task.batch_size pairs drawn from it.
+        (The trainer's train.batch_size is ignored by this task.)"""
+        if self.config.batch_size == 0:
+            return self._full_train
+        pick = torch.randint(0, self.train_idx.shape[0], (self.config.batch_size,), generator=gen, device=self.device)
+        return self._batch(self.train_idx[pick])
+
+    @property
+    def _full_train(self):
+        if not hasattr(self, "_train_batch"):
+            self._train_batch = self._batch(self.train_idx)
+        return self._train_batch
+
+    def loss(self, logits: torch.Tensor, batch) -> torch.Tensor:
+        """Cross-entropy at `=` (computed in the logits' dtype: the trainer can cast to float64,
+        as Nanda et al. recommend against late-training loss spikes)."""
+        return torch.nn.functional.cross_entropy(logits, batch.targets)
+
+    def eval_sets(self, size: int | None = None) -> dict:
+        """`grid`: every pair in (a, b) row-major order (train ∪ test); measures slice it with
+        `train_idx` / `test_idx`, so one forward pass serves every measure."""
+        return {"grid": self.full_grid()}
+
+    def full_grid(self):
+        """Every pair in (a, b) row-major order, for Fourier measures (div: b ≥ 1 only)."""
+        return self._batch(torch.arange(self.tokens.shape[0], device=self.device))

@@ -1,0 +1,34 @@
+"""Nanda et al.'s protocol on a stored run: restricted and excluded loss on every checkpoint,
+with the key frequencies of the *final* model (as in the paper, where the key frequencies are
+read off the trained network and the losses are then traced back through training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from icl_lab.checkpoints import load_model
+from icl_lab.grokking.measures import key_frequencies_from_model, restricted_excluded_loss
+from icl_lab.measures.registry import EvalData
+from icl_lab.store import append_metrics, checkpoint_steps
+
+
+@torch.no_grad()
+def add_final_key_losses(run_dir: str | Path, device: str = "cpu") -> list[int]:
+    """Append restricted_loss_final_keys / excluded_loss_final_keys at every checkpoint.
+    Returns the final key frequencies."""
+    final_model, task, config = load_model(run_dir, -1, device=device)
+    if config.task_config.op not in ("add", "sub"):
+        return []
+    data = EvalData(task, task.eval_sets())
+    data.want("grid", [f"blocks.{final_model.config.n_layers - 1}.mlp.hook_post"])
+    keys = key_frequencies_from_model(final_model, data)
+    rows = []
+    for step in checkpoint_steps(run_dir):
+        model, _, _ = load_model(run_dir, step, device=device)
+        values = restricted_excluded_loss(model, EvalData(task, task.eval_sets()), frequencies=keys)
+        rows.append((step, "restricted_loss_final_keys", float(values["restricted_loss"])))
+        rows.append((step, "excluded_loss_final_keys", float(values["excluded_loss"])))
+    append_metrics(run_dir, rows)
+    return keys
