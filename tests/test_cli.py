@@ -109,3 +109,44 @@ def test_experiment_refuses_bad_seeds(capsys, tmp_path):
     assert code == 2 and "a,b" in err
     code, err = run_cli(["experiment", "singh-clams"], capsys)
     assert code == 2 and "singh-clamps" in err
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["rfm", "--p", "60"], ["p=60", "prime"]),
+        (["rfm", "--op", "pow"], ["pow", "add", "div"]),
+        (["rfm", "--train-frac", "1.5"], ["train_fraction", "1.5"]),
+        (["rfm", "--kernel", "rbf"], ["rbf", "gaussian", "laplace"]),
+        (["rfm", "--train-fracs", "0.3,x"], ["--train-fracs", "x"]),
+        (["train", "modular", "--set", "op=pow"], ["pow", "add, sub, mul, div"]),
+        (["train", "modular", "--preset", "nanada"], ["nanada", "nanda", "cpu"]),
+        (["train", "modular", "--set", "p=100"], ["p=100", "prime"]),
+    ],
+)
+def test_rfm_and_modular_refusals(args, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(args + ["--out", str(tmp_path / "run")], capsys)
+    assert code == 2
+    for word in words:
+        assert word in err, (word, err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rfm_command_end_to_end(capsys, tmp_path):
+    code = main(["rfm", "--op", "div", "--p", "11", "--iters", "4", "--device", "cpu", "--out", str(tmp_path / "r"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "test accuracy" in out
+    from icl_lab import load_run
+
+    run = load_run(tmp_path / "r")
+    assert run.config["rfm"]["op"] == "div" and run.checkpoint_steps == [0, 1, 2, 3]
+
+
+def test_train_modular_command_prints_memorisation_and_generalisation(capsys, tmp_path):
+    code = main([
+        "train", "modular", "--steps", "20", "--device", "cpu", "--out", str(tmp_path / "g"), "--no-progress",
+        "--set", "p=11", "--set", "d_model=32", "--set", "d_mlp=64", "--set", "eval_every=10", "--set", "checkpoint_every=10",
+    ])
+    out = capsys.readouterr().out
+    assert code == 0 and "train accuracy 1.0 at step" in out and "final key frequencies" in out

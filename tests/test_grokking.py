@@ -111,3 +111,17 @@ def test_modular_training_records_every_measure(tmp_path):
     keys = add_final_key_losses(tmp_path / "run")
     assert keys and all(1 <= k <= 5 for k in keys)
     assert load_run(tmp_path / "run").curve("restricted_loss_final_keys")["step"].to_list() == [0, 10, 20]
+
+
+def test_transformer_nfa_one_hot_path_matches_the_token_forward():
+    from icl_lab import build_model
+    from icl_lab.rfm.nfa import transformer_nfa, transformer_onehot_logits
+
+    task = ModularTask(ModularTaskConfig(p=11, train_fraction=0.5), seed=0)
+    model = build_model(get_preset("modular", "cpu").config.model, task.io, seed=0, device="cpu")
+    grid = task.full_grid()
+    one_hot = torch.cat([F.one_hot(grid.inputs[:, 0], 11), F.one_hot(grid.inputs[:, 1], 11)], 1).float()
+    with torch.no_grad():
+        assert torch.allclose(transformer_onehot_logits(model, one_hot, 11), model.forward_batch(grid), atol=1e-5)
+    value = transformer_nfa(model, task)
+    assert -1.0 <= value.item() <= 1.0

@@ -115,3 +115,14 @@ def restricted_excluded_loss(model, data: EvalData, frequencies: list[int] | Non
 def weight_norm(model, data: EvalData) -> dict:
     """Total weight norm Σ_θ θ² over every trainable parameter (biases included)."""
     return {"weight_norm": sum((p.detach().double() ** 2).sum() for p in model.parameters() if p.requires_grad)}
+
+
+@register_measure("nfa", tasks=("modular",))
+def nfa(model, data: EvalData) -> dict:
+    """Neural feature ansatz (Mallinar et al. 2024): corr(vec(W₁ᵀW₁), vec(AGOP^½)) with W₁ the
+    embedding acting on each operand's one-hot, AGOP over the training pairs (see
+    `icl_lab.rfm.nfa.transformer_nfa`)."""
+    from icl_lab.rfm.nfa import transformer_nfa
+
+    with torch.enable_grad():
+        return {"nfa_correlation": transformer_nfa(model, data.task)}

@@ -41,3 +41,39 @@ def nfa_correlation(W1: torch.Tensor, agop_matrix: torch.Tensor, power: float = 
         off = ~torch.eye(nfm.shape[0], dtype=torch.bool, device=nfm.device)
         return pearson(nfm[off], target[off])
     return pearson(nfm, target)
+
+
+def transformer_onehot_logits(model, one_hot: torch.Tensor, p: int) -> torch.Tensor:
+    """Logits at `=` of a modular-task LabModel fed soft one-hot operands [n, 2p]: position 0
+    gets one_hot[:, :p] @ W_E, position 1 one_hot[:, p:] @ W_E, position 2 the `=` embedding."""
+    W_E = model.bridge.embed.weight  # [p + 1, d_model]
+    n = one_hot.shape[0]
+    equals = W_E[p].expand(n, -1)
+    embeds = torch.stack([one_hot[:, :p] @ W_E[:p], one_hot[:, p:] @ W_E[:p], equals], dim=1)
+    positions = torch.arange(3, device=one_hot.device).expand(n, -1)
+    return model.bridge(embeds, position_ids=positions)[:, -1, :]
+
+
+def transformer_nfa(model, task, power: float = 0.5) -> torch.Tensor:
+    """NFA correlation of a modular-task transformer: the first layer is the embedding acting
+    on each operand's one-hot, W₁ = blockdiag(W_Eᵀ, W_Eᵀ) over the 2p inputs; its AGOP is taken
+    over the training pairs (one backward pass per output class)."""
+    import torch.nn.functional as F
+
+    p = task.config.p
+    a = task.tokens[task.train_idx, 0]
+    b = task.tokens[task.train_idx, 1]
+    x = torch.cat([F.one_hot(a, p), F.one_hot(b, p)], dim=1).to(model.bridge.embed.weight.dtype)
+    x.requires_grad_(True)
+    logits = transformer_onehot_logits(model, x, p)
+    grads = []
+    for c in range(logits.shape[1]):
+        (g,) = torch.autograd.grad(logits[:, c].sum(), x, retain_graph=c < logits.shape[1] - 1)
+        grads.append(g)
+    G = agop(torch.stack(grads, dim=1).detach().double(), centered=False)
+    W_E = model.bridge.embed.weight.detach()[:p].double()  # [p, d_model]
+    d = W_E.shape[1]
+    W1 = torch.zeros(2 * d, 2 * p, dtype=torch.float64, device=W_E.device)
+    W1[:d, :p] = W_E.T
+    W1[d:, p:] = W_E.T
+    return nfa_correlation(W1, G, power=power)
