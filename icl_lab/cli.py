@@ -179,8 +179,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"{t['y_lo']:.3f} -> {t['y_hi']:.3f})"
             )
     if config.task == "modular":
-        memorised = summary["transitions"].get("train_accuracy", {}).get("first_step_at_1")
-        general = summary["transitions"].get("test_accuracy", {}).get("first_step_at_0.95")
+        memorised = summary["first_steps"].get("train_accuracy>=1")
+        general = summary["first_steps"].get("test_accuracy>=0.95")
         print(f"  train accuracy 1.0 at step {memorised}; test accuracy >= 0.95 at step {general}")
         from icl_lab.grokking.posthoc import add_final_key_losses
 

@@ -218,16 +218,17 @@ def summarize(run_dir: Path, config: RunConfig, wall_seconds: float) -> dict[str
         if found.transition_step is not None:
             entry["transition_sequences"] = found.transition_step * config.train.batch_size
         transitions[name] = entry
-    thresholds = {"train_accuracy": 1.0, "test_accuracy": 0.95}
-    for name, level in thresholds.items():
-        curve = metrics.filter((metrics["metric"] == name) & (metrics["value"] >= level))
-        if curve.height and name in set(metrics["metric"].to_list()):
-            transitions.setdefault(name, {})
-            transitions[name][f"first_step_at_{level:g}"] = int(curve["step"].min())
+    # grokking's s₁ and s₂: first evaluation with train accuracy 1.0 / test accuracy >= 0.95
+    first_steps = {}
+    for name, level in {"train_accuracy": 1.0, "test_accuracy": 0.95}.items():
+        reached = metrics.filter((metrics["metric"] == name) & (metrics["value"] >= level))
+        if reached.height:
+            first_steps[f"{name}>={level:g}"] = int(reached["step"].min())
     last_step = int(metrics["step"].max()) if metrics.height else 0
     final = metrics.filter(metrics["step"] == last_step)
     return {
         "transitions": transitions,
+        "first_steps": first_steps,
         "final": dict(zip(final["metric"].to_list(), final["value"].to_list())),
         "final_step": last_step,
         "wall_seconds": wall_seconds,

@@ -111,3 +111,20 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path):
     assert load_metrics(tmp_path / "r")["value"].to_list() == [0.0, 0.5, 1.0, 1.5, 2.0]
     with pytest.raises(ValueError, match="finished"):
         writer.set_status("finished")
+
+
+def test_summary_records_transitions_and_first_steps(tmp_path, tiny_run_config):
+    from icl_lab.train import summarize
+
+    writer = RunWriter(tmp_path / "r", {"a": 1})
+    for step in range(0, 1000, 50):
+        writer.add_metrics(step, {
+            "train_accuracy": 1.0 if step >= 200 else 0.5,
+            "test_accuracy": 0.02 if step < 600 else 0.97,
+        })
+    writer.flush_metrics()
+    config = tiny_run_config.with_overrides({"track": ["test_accuracy"]})
+    summary = summarize(tmp_path / "r", config, wall_seconds=1.0)
+    assert summary["first_steps"] == {"train_accuracy>=1": 200, "test_accuracy>=0.95": 600}
+    assert summary["transitions"]["test_accuracy"]["transition_step"] == 600
+    assert all("transition_step" in t for t in summary["transitions"].values())
