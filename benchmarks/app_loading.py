@@ -58,6 +58,18 @@ def main() -> None:
         full = timed("curves, all runs, all metrics", lambda: explore.load_curves(infos))
         timed("mean ± sd bands over seeds, 3 metrics", lambda: explore.condition_bands(three))
         print(f"rows loaded: {full.height:,} (all metrics), {three.height:,} (3 metrics)")
+        # the pages themselves, through Streamlit's test runner (server side: data + chart specs)
+        from streamlit.testing.v1 import AppTest
+
+        app = Path(__file__).resolve().parent.parent / "apps" / "explore.py"
+        at = AppTest.from_file(str(app), default_timeout=300)
+        at.session_state["root"] = str(root)
+        timed("Runs page, first draw", lambda: at.run())
+        at.sidebar.radio(key="page").set_value("Phase changes").run()
+        every = list(at.sidebar.multiselect(key="selected").options)
+        timed(f"Phase changes page, {len(every)} runs, 3 charts", lambda: at.sidebar.multiselect(key="selected").set_value(every).run())
+        timed("same, mean ± sd bands over seeds", lambda: at.checkbox(key="bands").check().run())
+        assert not at.exception, at.exception
 
 
 if __name__ == "__main__":
