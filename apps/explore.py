@@ -147,8 +147,8 @@ def page_ablations(infos) -> None:
     st.header("Ablations")
     with_tables = [i for i in infos if explore.ablation_tables(i)]
     if not with_tables:
-        st.info("No ablation tables yet. Make one with `icl_lab.ablate.head_ablation_scan(run_dir)`; "
-                "they are stored in RUN/ablations/*.parquet.")
+        st.info("No ablation or patching tables yet. Make them with `icl-lab ablate RUN` or "
+                "`icl-lab patch RUN`; they are stored in RUN/ablations/*.parquet.")
         return
     info = _one_run(with_tables, "run", "abl-run")
     tables = explore.ablation_tables(info)
@@ -156,15 +156,18 @@ def page_ablations(infos) -> None:
     table = tables[name]
     metric = st.selectbox("metric", sorted(table["metric"].unique().to_list()), key="abl-metric")
     sub = table.filter(pl.col("metric") == metric)
-    layers, heads = int(sub["layer"].max()) + 1, int(sub["head"].max()) + 1
-    grid = np.zeros((layers, heads))
+    layers = sorted(set(sub["layer"].to_list()))
+    components = list(dict.fromkeys(sub["component"].to_list()))  # in scan order
+    grid = np.zeros((len(layers), len(components)))
     for r in sub.iter_rows(named=True):
-        grid[r["layer"], r["head"]] = r["delta"]
-    st.altair_chart(_heatmap(grid, [f"H{h}" for h in range(heads)], [f"L{l}" for l in range(layers)], f"Δ {metric} when the head is ablated", "redblue").properties(height=80 * layers), width="stretch")
+        grid[layers.index(r["layer"]), components.index(r["component"])] = r["delta"]
+    what = "patched in from the clean run" if name.startswith("patch_") else "ablated"
+    st.altair_chart(_heatmap(grid, components, [f"L{l}" for l in layers], f"Δ {metric} when the component is {what}", "redblue").properties(height=80 * len(layers)), width="stretch")
     download(sub, name, "abl")
-    pick = st.selectbox("see a head's attention pattern", [f"L{l}H{h}" for l in range(layers) for h in range(heads)], key="abl-head")
+    heads = [f"L{l}{c}" for l in layers for c in components if c.startswith("H")]
     steps = explore.checkpoints(info)
-    if steps:
+    if heads and steps:
+        pick = st.selectbox("see a head's attention pattern", heads, key="abl-head")
         layer, head = int(pick[1 : pick.index("H")]), int(pick[pick.index("H") + 1 :])
         _show_patterns(info, steps[-1], 0, heads=[(layer, head)])
 

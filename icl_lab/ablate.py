@@ -1,13 +1,26 @@
-"""Per-head ablation scans of a stored run, built on the intervention engine.
+"""Ablation and activation-patching scans of a stored run, built on the intervention engine.
 
-Each head's output (`blocks.{l}.attn.hook_z`, that head's slice) is replaced by zeros or by its
-mean over the evaluation batch, as an evaluation-only Intervention; the run's measures are
-re-evaluated and compared with the unablated model:
+Every component scan is a list of evaluation-only Intervention specs, one per component:
 
-    delta[layer, head, metric] = metric(model with that head ablated) − metric(model)
+    heads:      blocks.{l}.attn.hook_z, heads=(h,)             rows (layer, "H{h}")
+    positions:  blocks.{l}.attn.hook_z, positions=(t,)          rows (layer, "pos{t}")
+    layers:     blocks.{l}.hook_attn_out (and hook_mlp_out)     rows (layer, "attn" / "mlp")
 
-The table is stored in the run as `ablations/heads_<kind>_step<N>.parquet` with columns
-layer, head, metric, value, baseline, delta.
+Ablation kinds (AutoCircuit's names): `zero`; `mean` (mean over the evaluation batch);
+`resample` (the activation on another sequence of the batch). For each component the run's
+measures are re-evaluated:  delta = metric(ablated) − metric(unablated).
+
+Patching (clean → corrupted): the component's activation on the clean input is patched into
+the run on the corrupted input (spec target `other_input`), and with the logit difference
+LD = logit[clean target] − logit[corrupted target], averaged over sequences,
+
+    restored = (LD_patched − LD_corrupted) / (LD_clean − LD_corrupted)
+
+is 1 when that component alone carries the clean answer and 0 when it carries none of it.
+The bursty task's corrupted twin relabels each sequence (every label shifted by s ≠ 0).
+
+Tables: RUN/ablations/<over>_<kind>_step<N>.parquet and RUN/ablations/patch_<over>_step<N>.parquet
+with columns layer, component, metric, value, baseline, delta.
 """
 
 from __future__ import annotations
@@ -23,33 +36,97 @@ from icl_lab.measures import evaluate
 from icl_lab.store import _atomic_via_tmp
 from interventions import Intervention, InterventionEngine
 
-KINDS = ("zero", "mean")
+KINDS = ("zero", "mean", "resample")
+OVER = ("heads", "positions", "layers")
+
+
+def component_specs(model, over: str, target: str) -> list[tuple[int, str, Intervention]]:
+    """(layer, component label, spec) for every component of the scan."""
+    if over not in OVER:
+        raise ConfigError(f"--over {over!r} is not one of {', '.join(OVER)}")
+    cfg, out = model.config, []
+    for layer in range(cfg.n_layers):
+        if over == "heads":
+            for head in range(cfg.n_heads):
+                out.append((layer, f"H{head}", Intervention(hook=f"blocks.{layer}.attn.hook_z", heads=(head,), target=target, apply="eval", name=f"L{layer}H{head}")))
+        elif over == "positions":
+            for pos in range(model.io.seq_len):
+                out.append((layer, f"pos{pos}", Intervention(hook=f"blocks.{layer}.attn.hook_z", positions=(pos,), target=target, apply="eval", name=f"L{layer}pos{pos}")))
+        else:
+            out.append((layer, "attn", Intervention(hook=f"blocks.{layer}.hook_attn_out", target=target, apply="eval", name=f"L{layer}.attn")))
+            if not cfg.attn_only:
+                out.append((layer, "mlp", Intervention(hook=f"blocks.{layer}.hook_mlp_out", target=target, apply="eval", name=f"L{layer}.mlp")))
+    return out
+
+
+def _save(run_dir: Path, name: str, table: pl.DataFrame) -> Path:
+    path = run_dir / "ablations" / f"{name}.parquet"
+    path.parent.mkdir(exist_ok=True)
+    _atomic_via_tmp(path, lambda tmp: table.write_parquet(tmp))
+    return path
 
 
 @torch.no_grad()
-def head_ablation_scan(run_dir: str | Path, step: int = -1, kind: str = "zero", metrics: list[str] | None = None, device: str = "cpu") -> pl.DataFrame:
+def ablation_scan(
+    run_dir: str | Path, step: int = -1, kind: str = "zero", over: str = "heads",
+    metrics: list[str] | None = None, device: str = "cpu",
+) -> pl.DataFrame:
     if kind not in KINDS:
-        raise ConfigError(f"ablation kind {kind!r} is not one of {', '.join(KINDS)}")
+        raise ConfigError(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
     run_dir = Path(run_dir)
     step = resolve_step(run_dir, step)
     model, task, config = load_model(run_dir, step, device=device)
-    measures = list(config.measures)
     batches = task.eval_sets()
-    baseline = {k: float(v) for k, v in evaluate(model, task, batches, measures).items()}
+    baseline = {k: float(v) for k, v in evaluate(model, task, batches, list(config.measures)).items()}
     names = metrics or sorted(baseline)
+    unknown = [m for m in names if m not in baseline]
+    if unknown:
+        raise ConfigError(f"unknown metric(s) {unknown} for this run; it records: {', '.join(sorted(baseline))}")
     rows = []
-    for layer in range(model.config.n_layers):
-        for head in range(model.config.n_heads):
-            spec = Intervention(hook=f"blocks.{layer}.attn.hook_z", heads=(head,), target=kind, apply="eval", name=f"L{layer}H{head}")
-            with InterventionEngine(model, task, [spec]) as engine:
-                engine.set_step(step, "eval")
-                values = evaluate(model, task, batches, measures)
-            for metric in names:
-                value = float(values[metric])
-                rows.append({"layer": layer, "head": head, "metric": metric, "value": value,
-                             "baseline": baseline[metric], "delta": value - baseline[metric]})
+    for layer, component, spec in component_specs(model, over, kind):
+        with InterventionEngine(model, task, [spec]) as engine:
+            engine.set_step(step, "eval")
+            values = evaluate(model, task, batches, list(config.measures))
+        for metric in names:
+            value = float(values[metric])
+            rows.append({"layer": layer, "component": component, "metric": metric, "value": value,
+                         "baseline": baseline[metric], "delta": value - baseline[metric]})
     table = pl.DataFrame(rows)
-    path = run_dir / "ablations" / f"heads_{kind}_step{step}.parquet"
-    path.parent.mkdir(exist_ok=True)
-    _atomic_via_tmp(path, lambda tmp: table.write_parquet(tmp))
+    _save(run_dir, f"{over}_{kind}_step{step}", table)
+    return table
+
+
+def head_ablation_scan(run_dir, step: int = -1, kind: str = "zero", metrics=None, device: str = "cpu") -> pl.DataFrame:
+    return ablation_scan(run_dir, step=step, kind=kind, over="heads", metrics=metrics, device=device)
+
+
+def _logit_difference(logits: torch.Tensor, clean_target: torch.Tensor, corrupt_target: torch.Tensor) -> float:
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    return float((logits[rows, clean_target] - logits[rows, corrupt_target]).mean())
+
+
+@torch.no_grad()
+def patching_scan(run_dir: str | Path, step: int = -1, over: str = "heads", device: str = "cpu", seed: int = 0) -> pl.DataFrame:
+    """Clean → corrupted activation patching on the task's ICL set and its relabelled twin."""
+    run_dir = Path(run_dir)
+    step = resolve_step(run_dir, step)
+    model, task, _ = load_model(run_dir, step, device=device)
+    if not hasattr(task, "corrupted_twin"):
+        raise ConfigError(f"task {task.name!r} defines no corrupted twin for patching")
+    clean = task.eval_sets()[task.eval_set_names[0]]
+    corrupt = task.corrupted_twin(clean, task.make_generator(seed))
+    ld = lambda logits: _logit_difference(logits, clean.targets, corrupt.targets)  # noqa: E731
+    ld_clean, ld_corrupt = ld(model.forward_batch(clean)), ld(model.forward_batch(corrupt))
+    rows = []
+    for layer, component, spec in component_specs(model, over, "other_input"):
+        with InterventionEngine(model, task, [spec]) as engine:
+            engine.set_other_input(clean)
+            engine.set_step(step, "eval")
+            patched = model.forward_batch(corrupt)
+        restored = (ld(patched) - ld_corrupt) / (ld_clean - ld_corrupt)
+        acc = float((patched.argmax(-1) == clean.targets).float().mean())
+        for metric, value, baseline in (("restored_logit_difference", restored, 0.0), ("clean_answer_accuracy", acc, float((model.forward_batch(corrupt).argmax(-1) == clean.targets).float().mean()))):
+            rows.append({"layer": layer, "component": component, "metric": metric, "value": value, "baseline": baseline, "delta": value - baseline})
+    table = pl.DataFrame(rows)
+    _save(run_dir, f"patch_{over}_step{step}", table)
     return table

@@ -106,6 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     rf.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     rf.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    ab = sub.add_parser("ablate", help="ablate each component of a stored run and tabulate the change of its measures",
+                        description="Evaluation-only interventions, one component at a time; the table is stored in RUN/ablations/.")
+    ab.add_argument("run", help="run directory")
+    ab.add_argument("--step", type=int, default=-1, help="checkpoint step (default: the last)")
+    ab.add_argument("--kind", default="zero", choices=["zero", "mean", "resample"], help="what the component becomes")
+    ab.add_argument("--over", default="heads", choices=["heads", "positions", "layers"], help="which components")
+    ab.add_argument("--metrics", default=None, help="comma-separated metrics to report (default: all the run records)")
+    pa = sub.add_parser("patch", help="clean → corrupted activation patching per component of a stored run",
+                        description="Patch each component's activation on the clean ICL set into the run on its relabelled twin; "
+                        "report the fraction of the logit difference restored.")
+    pa.add_argument("run", help="run directory")
+    pa.add_argument("--step", type=int, default=-1, help="checkpoint step (default: the last)")
+    pa.add_argument("--over", default="heads", choices=["heads", "positions", "layers"], help="which components")
+
     from icl_lab.experiments import EXPERIMENTS
 
     ex = sub.add_parser(
@@ -259,6 +273,28 @@ def cmd_rfm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from icl_lab.ablate import ablation_scan, patching_scan
+
+    run = Path(args.run)
+    if not (run / "config.json").exists():
+        raise UsageError(f"{run} is not a run directory (no config.json)")
+    try:
+        if args.command == "ablate":
+            metrics = [m for m in args.metrics.split(",") if m] if args.metrics else None
+            table = ablation_scan(run, step=args.step, kind=args.kind, over=args.over, metrics=metrics)
+        else:
+            table = patching_scan(run, step=args.step, over=args.over)
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from None
+    with pl.Config(tbl_rows=200):
+        print(table)
+    print(f"table stored in {(run / 'ablations').resolve()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on unknown commands, tasks and options
@@ -272,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_experiment(args)
         if args.command == "rfm":
             return cmd_rfm(args)
+        if args.command in ("ablate", "patch"):
+            return cmd_ablate(args)
     except (UsageError, ConfigError) as err:
         parser.exit(2, f"icl-lab {args.command}: error: {err}\n")
     return 0

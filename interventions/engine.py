@@ -90,10 +90,12 @@ class InterventionEngine:
         self._references: dict[int, object] = {}
         self._reference_cache: dict[int, dict[str, torch.Tensor]] = {}
         self._active: tuple[int, ...] = ()
+        self._other_input = None
+        self._bypass = False  # True while the engine runs the model for its own targets
         self.phase = "train"
         self.layouts: dict[str, Layout] = {}
         self.validate()
-        if any(s.target == "checkpoint" for s in self.specs):
+        if any(s.target in ("checkpoint", "resample", "other_input") for s in self.specs):
             model.pre_forward_callbacks.append(self._run_references)
 
     # -- validation -----------------------------------------------------------------------
@@ -251,6 +253,8 @@ class InterventionEngine:
         mask = self._masks[(i, name)]
 
         def hook(act: torch.Tensor, hook) -> torch.Tensor:
+            if self._bypass:
+                return act  # the engine's own pass for resample / other_input targets
             self.calls[(i, name, self.phase)] += 1
             if spec.strength == 0.0:
                 return act  # bitwise no-op
@@ -294,19 +298,45 @@ class InterventionEngine:
         if t in PATTERN_TARGETS:
             pattern, defined = self.task.ideal_attention(t, batch)  # [b, q, k], [b, q]
             return pattern[:, None, :, :], defined[:, None, :, None]
-        if t == "checkpoint":
+        if t in ("checkpoint", "resample", "other_input"):
             return self._reference_cache[i][name], None
         raise AssertionError(t)
 
+    def set_other_input(self, batch) -> None:
+        """The paired input whose activations `other_input` targets patch in (same shape)."""
+        self._other_input = batch
+
     def _run_references(self, model, inputs, positions, batch) -> None:
-        """Before each forward: the reference checkpoints' activations on the same input."""
+        """Before each forward: activations the targets need, on the same or a paired input
+        (another checkpoint on the same input; this model on the rolled batch or the paired one)."""
+        if self._bypass:
+            return
         for i in self._active:
             spec = self.specs[i]
-            if spec.target != "checkpoint":
+            if spec.target == "checkpoint":
+                ref, ref_inputs, ref_positions, ref_batch = self._references[i], inputs, positions, batch
+            elif spec.target == "resample":
+                ref, ref_inputs = self.model, inputs.roll(1, dims=0)
+                ref_positions = None if positions is None else positions.roll(1, dims=0)
+                ref_batch = None
+            elif spec.target == "other_input":
+                other = self._other_input
+                if other is None:
+                    raise RuntimeError(f"intervention {spec.label}: target 'other_input' needs engine.set_other_input(batch)")
+                if tuple(other.inputs.shape) != tuple(inputs.shape):
+                    raise ValueError(
+                        f"intervention {spec.label}: the paired input has shape {list(other.inputs.shape)}, "
+                        f"the model's input {list(inputs.shape)}"
+                    )
+                ref, ref_inputs, ref_positions, ref_batch = self.model, other.inputs, other.positions, other
+            else:
                 continue
-            ref = self._references[i]
-            with torch.no_grad():
-                _, cache = ref.run_with_cache(inputs, positions, names=spec.hook_names, batch=batch)
+            self._bypass = True
+            try:
+                with torch.no_grad():
+                    _, cache = ref.run_with_cache(ref_inputs, ref_positions, names=spec.hook_names, batch=ref_batch)
+            finally:
+                self._bypass = False
             self._reference_cache[i] = cache
 
     # -- reporting ------------------------------------------------------------------------

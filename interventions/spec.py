@@ -22,7 +22,10 @@ moving average of batch means over training steps, `momentum`); `constant` (`val
 `previous_token` and `induction` (the task's ideal attention patterns; attention patterns
 only); `checkpoint` (the same hook's activation in `checkpoint_run` at `checkpoint_step`, on
 the same input); `file` (a tensor from `file`, .safetensors key `key` or a torch .pt file,
-broadcast to the activation).
+broadcast to the activation); `resample` (the same hook's activation on another sequence of
+the batch: the batch rolled by one); `other_input` (the same hook's activation on a paired
+input that the caller gives the engine with `engine.set_other_input(batch)`: activation
+patching from a clean into a corrupted run).
 
 Gradient: `detach` makes the clamped entries constants (no gradient flows through them into
 what produced the activation); `through` is straight-through: the forward value is the
@@ -50,6 +53,8 @@ TARGETS = (
     "induction",
     "checkpoint",
     "file",
+    "resample",
+    "other_input",
 )
 PATTERN_TARGETS = ("previous_token", "induction")
 GRADIENTS = ("detach", "through")

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from icl_lab import get_preset, train
-from icl_lab.ablate import head_ablation_scan
+from icl_lab.ablate import head_ablation_scan, patching_scan
 from icl_lab.measures import registry
 from icl_lab.rfm import RFMConfig, run_rfm
 from interventions import Intervention
@@ -30,6 +30,7 @@ def store(tmp_path_factory):
         clamp = Intervention(hook="blocks.1.attn.hook_pattern", heads=(0,), query_positions="query", target="induction")
         train(dataclasses.replace(base.with_overrides({"seed": seed}), interventions=(clamp,)), root / f"clamped-s{seed}", progress=False)
     head_ablation_scan(root / "plain-s0", kind="zero", metrics=["icl_accuracy"])
+    patching_scan(root / "plain-s0", over="positions")
     modular = get_preset("modular", "cpu").config.with_overrides({"task.p": 11, "model.d_model": 32, "model.d_mlp": 64, "train.steps": 10, "train.eval_every": 5, "train.checkpoint_every": 5, "device": "cpu"})
     train(modular, root / "grok", progress=False)
     run_rfm(RFMConfig(p=11, iters=3, device="cpu"), root / "rfm", progress=False)
@@ -115,6 +116,8 @@ def test_ablations_page_shows_the_head_heatmap(store):
     specs = charts(at)
     assert "ablated" in specs[0] and '"L1"' in specs[0]
     assert len(specs) == 2 and "L1H1" in specs[1]  # the heatmap, then the chosen head's pattern
+    at.selectbox(key="abl-table").set_value("patch_positions_step12").run()
+    assert not at.exception and "patched in" in charts(at)[0] and '"pos8"' in charts(at)[0]
 
 
 def test_attention_page_draws_every_head(store):

@@ -186,6 +186,20 @@ class BurstyTask:
             return pattern, defined
         raise ValueError(f"unknown ideal pattern {kind!r}; valid: previous_token, induction")
 
+    def corrupted_twin(self, batch: TaskBatch, gen: torch.Generator) -> TaskBatch:
+        """The same sequences relabelled: every label (context and target) shifted by a random
+        s ∈ {1, …, L−1} per sequence, items untouched. The answer changes; the structure does
+        not (for clean → corrupted activation patching)."""
+        L = self.config.num_labels
+        shift = 1 + self._randint(L - 1, (batch.size,), gen)
+        labels = (batch.context_labels + shift[:, None]) % L
+        inputs = batch.inputs.clone()
+        inputs[:, 1:-1:2] = self.label_vectors[labels]
+        return TaskBatch(
+            inputs=inputs, positions=batch.positions, targets=(batch.targets + shift) % L,
+            context_labels=labels, context_classes=batch.context_classes, query_class=batch.query_class,
+        )
+
     # -- sampling -------------------------------------------------------------------------
     def _zipf(self, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
         n = math.prod(shape)
