@@ -120,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("--step", type=int, default=-1, help="checkpoint step (default: the last)")
     pa.add_argument("--over", default="heads", choices=["heads", "positions", "layers"], help="which components")
 
+    sw = sub.add_parser("sweep", help="run a grid of runs from a TOML file, in parallel, resumable",
+                        description="Expand a sweep file (base run, axes, conditions, ablations) to a grid of runs; "
+                        "finished runs are kept, failures recorded; results in OUT/sweep.parquet.")
+    sw.add_argument("spec", help="the sweep TOML file")
+    sw.add_argument("--out", required=True, help="sweep directory")
+    sw.add_argument("--executor", default="local", choices=["local", "ray"], help="local processes (default) or Ray tasks")
+    sw.add_argument("--workers", type=int, default=1, help="runs at a time (default 1)")
+    sw.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     from icl_lab.experiments import EXPERIMENTS
 
     ex = sub.add_parser(
@@ -295,6 +305,29 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from icl_lab.sweep import load_sweep, run_sweep
+
+    runs, _ = load_sweep(args.spec)  # everything checked before any run starts
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UsageError("--executor ray needs Ray: pip install -e '.[ray]'") from None
+    print(f"sweep of {len(runs)} runs -> {Path(args.out).resolve()}")
+    table = run_sweep(args.spec, args.out, executor=args.executor, workers=args.workers,
+                      retry_failed=args.retry_failed, progress=not args.no_progress)
+    with pl.Config(tbl_rows=100, tbl_cols=12):
+        print(table.select([c for c in table.columns if not c.startswith("final.") or "accuracy" in c]))
+    counts = table["status"].value_counts()
+    print("status: " + ", ".join(f"{s}={n}" for s, n in counts.iter_rows()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on unknown commands, tasks and options
@@ -310,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_rfm(args)
         if args.command in ("ablate", "patch"):
             return cmd_ablate(args)
+        if args.command == "sweep":
+            return cmd_sweep(args)
     except (UsageError, ConfigError) as err:
         parser.exit(2, f"icl-lab {args.command}: error: {err}\n")
     return 0
