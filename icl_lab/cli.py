@@ -85,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", help="list the named presets and their parameters")
 
+    rs = sub.add_parser("resume", help="continue a stopped run (killed or failed) from its latest checkpoint",
+                        description="Restore weights, optimizer, schedule and data stream from the run's latest "
+                        "checkpoint and train to its configured length; the result equals an uninterrupted run.")
+    rs.add_argument("run", help="run directory")
+    rs.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     rf = sub.add_parser(
         "rfm",
         help="grok modular arithmetic with a Recursive Feature Machine",
@@ -328,6 +334,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    from icl_lab.checkpoints import run_config_of
+    from icl_lab.store import read_json
+    from icl_lab.train import latest_resumable_step, train
+
+    run = Path(args.run)
+    if not (run / "config.json").exists():
+        raise UsageError(f"{run} is not a run directory (no config.json)")
+    if read_json(run / "status.json", {}).get("state") == "done":
+        print(f"{run} is done; nothing to resume")
+        return 0
+    config = run_config_of(run)
+    try:
+        step = latest_resumable_step(run, config)
+    except FileNotFoundError as err:
+        raise UsageError(str(err)) from None
+    print(f"resuming {run} from step {step} of {config.train.steps}")
+    result = train(config, run, progress=not args.no_progress, resume=True)
+    print(f"done in {result.summary['wall_seconds']:.1f} s (this part); run stored in {run.resolve()}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # exits 2 on unknown commands, tasks and options
@@ -345,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_ablate(args)
         if args.command == "sweep":
             return cmd_sweep(args)
+        if args.command == "resume":
+            return cmd_resume(args)
     except (UsageError, ConfigError) as err:
         parser.exit(2, f"icl-lab {args.command}: error: {err}\n")
     return 0

@@ -79,6 +79,24 @@ class RunWriter:
         atomic_write_json(self.dir / "config.json", config)
         self.set_status("running")
 
+    @classmethod
+    def reopen(cls, run_dir: str | Path, keep_until: int) -> "RunWriter":
+        """Continue writing an existing run: metrics after `keep_until` are dropped (they are
+        recomputed), config.json is kept, the status goes back to running."""
+        writer = cls.__new__(cls)
+        writer.dir = Path(run_dir)
+        kept = load_metrics(writer.dir).filter(pl.col("step") <= keep_until)
+        writer.rows = [(int(s), str(m), float(v)) for s, m, v in kept.iter_rows()]
+        writer.flush_metrics()
+        writer.set_status("running", resumed_from=keep_until)
+        return writer
+
+    def save_training_state(self, step: int, state: dict[str, Any]) -> Path:
+        """Optimizer, schedule, RNG and loss-window state beside the step's weights (for resume)."""
+        path = self.dir / "checkpoints" / f"step_{step}.state.pt"
+        _atomic_via_tmp(path, lambda tmp: torch.save(state, tmp))
+        return path
+
     def add_metrics(self, step: int, values: dict[str, float]) -> None:
         for name in sorted(values):
             self.rows.append((int(step), name, float(values[name])))

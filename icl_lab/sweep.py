@@ -24,7 +24,8 @@
 Layout: OUT/sweep.toml (the spec), OUT/runs/<name>/ (one run directory each, named by its
 axis values), OUT/sweep.parquet (one row per run: axis values, status, final metrics,
 transition steps). A run whose status is `done` is never redone; a `failed` one is redone
-only with retry_failed; a run killed mid-way (status `running`) is started again.
+only with retry_failed; a run killed mid-way (status `running`) resumes from its last
+checkpoint (exactly as if it had never stopped).
 Everything in the file is checked before any run starts.
 """
 
@@ -157,8 +158,9 @@ def expand(text: str, source: str = "<sweep>") -> list[SweepRun]:
     return runs
 
 
-def run_one(run: SweepRun, runs_dir: str, threads: int = 1) -> dict[str, Any]:
-    """Train one grid point (in a worker). Never raises: a failure is recorded in its status."""
+def run_one(run: SweepRun, runs_dir: str, threads: int = 1, resume: bool = False) -> dict[str, Any]:
+    """Train one grid point (in a worker); `resume` continues a killed run from its last
+    checkpoint. Never raises: a failure is recorded in its status."""
     import torch
 
     from icl_lab.train import train
@@ -167,7 +169,7 @@ def run_one(run: SweepRun, runs_dir: str, threads: int = 1) -> dict[str, Any]:
     out = Path(runs_dir) / run.name
     try:
         config = RunConfig.from_dict(run.config)
-        train(config, out, progress=False, overwrite=True)
+        train(config, out, progress=False, overwrite=True, resume=resume)
         for scan in run.ablations:
             from icl_lab.ablate import ablation_scan
 
@@ -208,19 +210,24 @@ def run_sweep(
     runs_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "sweep.toml", text.encode())
     todo = pending(runs, runs_dir, retry_failed)
-    for run in todo:  # a run killed mid-way is started again from nothing
-        if (runs_dir / run.name).exists():
-            shutil.rmtree(runs_dir / run.name)
+    resumable = set()
+    for run in todo:  # a run killed mid-way resumes from its last checkpoint; others start afresh
+        folder = runs_dir / run.name
+        killed = read_json(folder / "status.json", {}).get("state") == "running"
+        if killed and any((folder / "checkpoints").glob("*.state.pt")):
+            resumable.add(run.name)
+        elif folder.exists():
+            shutil.rmtree(folder)
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 1
     bar = tqdm(total=len(runs), initial=len(runs) - len(todo), disable=not progress, desc="sweep", unit="run")
     if executor == "local":
         if workers == 1:
             for run in todo:
-                run_one(run, str(runs_dir), threads)
+                run_one(run, str(runs_dir), threads, run.name in resumable)
                 bar.update(1)
         else:
             with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(run_one, run, str(runs_dir), threads) for run in todo]
+                futures = [pool.submit(run_one, run, str(runs_dir), threads, run.name in resumable) for run in todo]
                 for future in as_completed(futures):
                     future.result()
                     bar.update(1)
@@ -230,7 +237,7 @@ def run_sweep(
         if not ray.is_initialized():
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         remote = ray.remote(num_cpus=1)(run_one)
-        refs = [remote.remote(run, str(runs_dir), threads) for run in todo]
+        refs = [remote.remote(run, str(runs_dir), threads, run.name in resumable) for run in todo]
         while refs:
             done, refs = ray.wait(refs, num_returns=1)
             ray.get(done)

@@ -28,7 +28,7 @@ from icl_lab.models import LabModel, build_model
 from icl_lab.phases import find_transition
 from icl_lab.provenance import device_description, git_commit, package_versions, resolve_device
 from icl_lab.run_config import RunConfig
-from icl_lab.store import RunWriter, load_metrics
+from icl_lab.store import RunWriter, load_checkpoint, load_metrics
 from icl_lab.tasks import make_task
 from interventions.engine import InterventionEngine
 
@@ -95,14 +95,17 @@ def train(
     *,
     progress: bool = True,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> TrainResult:
     """Train `config` and store the run in `out`. Returns the trained model and the summary.
 
     Everything is checked (device, run directory, interventions against the model) before
-    anything is written.
+    anything is written. With `resume`, a run stopped mid-way (killed, failed) continues from
+    its latest checkpoint: weights, optimizer, schedule, data stream, loss window and clamp
+    state are restored, so the finished run equals one that never stopped.
     """
     device = resolve_device(config.device)
-    out = check_run_dir(out, overwrite)
+    out = Path(out) if resume else check_run_dir(out, overwrite)
     torch.manual_seed(config.seed)
     task = make_task(config.task, config.task_config, seed=config.seed, device=device)
     model = build_model(config.model, task.io, seed=config.seed + 1, device=device)
@@ -113,16 +116,30 @@ def train(
     data_gen = task.make_generator(config.seed + 2)
     eval_batches = task.eval_sets()
     loss_dtype = torch.float64 if cfg.loss_dtype == "float64" else torch.float32
-
-    if out.exists() and overwrite:
-        shutil.rmtree(out)
-    writer = RunWriter(out, run_record(config, device))
-    started = time.perf_counter()
-    bar = tqdm(total=cfg.steps, disable=not progress, desc=f"{config.task}/{config.preset or 'custom'}", unit="step")
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     loss_count = 0
-
     eval_steps: list[int] = []
+    start_step = 0
+
+    if resume:
+        start_step = latest_resumable_step(out, config)
+        state = torch.load(out / "checkpoints" / f"step_{start_step}.state.pt", map_location=device, weights_only=False)
+        model.load_checkpoint_state({k: v.to(device) for k, v in load_checkpoint(out, start_step).items()})
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        data_gen.set_state(state["data_generator"].cpu() if device.type == "cpu" else state["data_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        loss_sum, loss_count, eval_steps = state["loss_sum"].to(device), state["loss_count"], list(state["eval_steps"])
+        if engine is not None:
+            engine.calls.update(state["engine_calls"])
+            engine._running.update(state["engine_running"])
+        writer = RunWriter.reopen(out, keep_until=start_step)
+    else:
+        if out.exists() and overwrite:
+            shutil.rmtree(out)
+        writer = RunWriter(out, run_record(config, device))
+    started = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=start_step, disable=not progress, desc=f"{config.task}/{config.preset or 'custom'}", unit="step")
 
     def record(step: int) -> dict[str, float]:
         nonlocal loss_sum, loss_count
@@ -142,14 +159,29 @@ def train(
         loss_count = 0
         return floats
 
+    def checkpoint(step: int) -> None:
+        writer.save_checkpoint(step, model.checkpoint_state())
+        writer.save_training_state(step, {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "data_generator": data_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "loss_sum": loss_sum,
+            "loss_count": loss_count,
+            "eval_steps": list(eval_steps),
+            "engine_calls": dict(engine.calls) if engine is not None else {},
+            "engine_running": dict(engine._running) if engine is not None else {},
+        })
+
     def should(every: int, step: int) -> bool:
         return step == 0 or step == cfg.steps or (every > 0 and step % every == 0)
 
     try:
         model.train()
-        last = record(0)
-        writer.save_checkpoint(0, model.checkpoint_state())
-        for step in range(1, cfg.steps + 1):
+        if start_step == 0:
+            record(0)
+            checkpoint(0)
+        for step in range(start_step + 1, cfg.steps + 1):
             if engine is not None:
                 engine.set_step(step - 1, "train")  # the update from step-1 to step
             batch = task.sample_batch(cfg.batch_size, data_gen)
@@ -167,7 +199,7 @@ def train(
                 last = record(step)
                 bar.set_postfix({k: f"{last[k]:.3f}" for k in config.track if k in last})
             if should(cfg.checkpoint_every, step):
-                writer.save_checkpoint(step, model.checkpoint_state())
+                checkpoint(step)
             bar.update(1)
         if engine is not None:
             check_interventions_fired(engine, cfg.steps, eval_steps)
@@ -191,6 +223,24 @@ def train(
     writer.write_summary(summary)
     writer.set_status("done", wall_seconds=wall, steps=cfg.steps)
     return TrainResult(run_dir=out, model=model, task=task, summary=summary)
+
+
+def latest_resumable_step(out: Path, config: RunConfig) -> int:
+    """The last step with both weights and training state, after checking the stored config."""
+    from icl_lab.checkpoints import run_config_of
+    from icl_lab.store import checkpoint_steps
+
+    if not (out / "config.json").exists():
+        raise FileNotFoundError(f"{out} is not a run directory (no config.json); nothing to resume")
+    stored = run_config_of(out)
+    if stored.to_dict() != config.to_dict():
+        a, b = stored.to_dict(), config.to_dict()
+        diff = [k for k in a if a[k] != b.get(k)]
+        raise ConfigError(f"cannot resume {out}: its stored config differs in {', '.join(diff)}")
+    steps = [s for s in checkpoint_steps(out) if (out / "checkpoints" / f"step_{s}.state.pt").exists()]
+    if not steps:
+        raise FileNotFoundError(f"{out} has no checkpoint with training state to resume from")
+    return steps[-1]
 
 
 def check_interventions_fired(engine: InterventionEngine, train_steps: int, eval_steps: list[int]) -> None:
