@@ -33,7 +33,7 @@ import torch
 from icl_lab.checkpoints import load_model, resolve_step
 from icl_lab.config import ConfigError
 from icl_lab.measures import evaluate
-from icl_lab.store import _atomic_via_tmp
+from icl_lab.store import atomic_write
 from interventions import Intervention, InterventionEngine
 
 KINDS = ("zero", "mean", "resample")
@@ -62,7 +62,7 @@ def component_specs(model, over: str, target: str) -> list[tuple[int, str, Inter
 def _save(run_dir: Path, name: str, table: pl.DataFrame) -> Path:
     path = run_dir / "ablations" / f"{name}.parquet"
     path.parent.mkdir(exist_ok=True)
-    _atomic_via_tmp(path, lambda tmp: table.write_parquet(tmp))
+    atomic_write(path, lambda tmp: table.write_parquet(tmp))
     return path
 
 
@@ -116,7 +116,9 @@ def patching_scan(run_dir: str | Path, step: int = -1, over: str = "heads", devi
     clean = task.eval_sets()[task.eval_set_names[0]]
     corrupt = task.corrupted_twin(clean, task.make_generator(seed))
     ld = lambda logits: _logit_difference(logits, clean.targets, corrupt.targets)  # noqa: E731
-    ld_clean, ld_corrupt = ld(model.forward_batch(clean)), ld(model.forward_batch(corrupt))
+    corrupt_logits = model.forward_batch(corrupt)
+    ld_clean, ld_corrupt = ld(model.forward_batch(clean)), ld(corrupt_logits)
+    acc_corrupt = float((corrupt_logits.argmax(-1) == clean.targets).float().mean())
     rows = []
     for layer, component, spec in component_specs(model, over, "other_input"):
         with InterventionEngine(model, task, [spec]) as engine:
@@ -125,7 +127,7 @@ def patching_scan(run_dir: str | Path, step: int = -1, over: str = "heads", devi
             patched = model.forward_batch(corrupt)
         restored = (ld(patched) - ld_corrupt) / (ld_clean - ld_corrupt)
         acc = float((patched.argmax(-1) == clean.targets).float().mean())
-        for metric, value, baseline in (("restored_logit_difference", restored, 0.0), ("clean_answer_accuracy", acc, float((model.forward_batch(corrupt).argmax(-1) == clean.targets).float().mean()))):
+        for metric, value, baseline in (("restored_logit_difference", restored, 0.0), ("clean_answer_accuracy", acc, acc_corrupt)):
             rows.append({"layer": layer, "component": component, "metric": metric, "value": value, "baseline": baseline, "delta": value - baseline})
     table = pl.DataFrame(rows)
     _save(run_dir, f"patch_{over}_step{step}", table)

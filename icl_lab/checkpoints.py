@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -16,8 +17,8 @@ def run_config_of(run_dir: str | Path) -> RunConfig:
     data = read_json(Path(run_dir) / "config.json")
     if data is None:
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
-    fields = {k: data[k] for k in ("task", "task_config", "model", "train", "measures", "track", "seed", "device", "preset", "interventions") if k in data}
-    return RunConfig.from_dict(fields)
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    return RunConfig.from_dict({k: v for k, v in data.items() if k in names})
 
 
 def resolve_step(run_dir: str | Path, step: int) -> int:

@@ -12,7 +12,7 @@ import difflib
 import json
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 
@@ -240,6 +240,3 @@ class TrainConfig:
         if len(self.betas) != 2:
             raise ConfigError(f"train.betas must have two values, got {self.betas!r}")
 
-
-def default_factory(cls: type):
-    return field(default_factory=cls)

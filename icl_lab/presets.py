@@ -34,21 +34,17 @@ class Preset:
     config: RunConfig
 
 
-def _bursty(name: str, description: str, task: BurstyConfig, model: str, train: TrainConfig) -> Preset:
+def _preset(task: str, name: str, description: str, task_config, model, train: TrainConfig, measures: tuple[str, ...], track: tuple[str, ...]) -> Preset:
     return Preset(
-        task="bursty",
+        task=task,
         name=name,
         description=description,
-        config=RunConfig(
-            task="bursty",
-            task_config=task,
-            model=MODEL_PRESETS[model],
-            train=train,
-            measures=BURSTY_MEASURES,
-            track=("icl_accuracy",),
-            preset=name,
-        ),
+        config=RunConfig(task=task, task_config=task_config, model=model, train=train, measures=measures, track=track, preset=name),
     )
+
+
+def _bursty(name: str, description: str, task: BurstyConfig, model: str, train: TrainConfig) -> Preset:
+    return _preset("bursty", name, description, task, MODEL_PRESETS[model], train, BURSTY_MEASURES, ("icl_accuracy",))
 
 
 PRESETS: dict[str, dict[str, Preset]] = {
@@ -100,20 +96,7 @@ MODULAR_MEASURES = (
 
 
 def _modular(name: str, description: str, task: ModularTaskConfig, model: ModelConfig, train: TrainConfig) -> Preset:
-    return Preset(
-        task="modular",
-        name=name,
-        description=description,
-        config=RunConfig(
-            task="modular",
-            task_config=task,
-            model=model,
-            train=train,
-            measures=MODULAR_MEASURES,
-            track=("test_accuracy",),
-            preset=name,
-        ),
-    )
+    return _preset("modular", name, description, task, model, train, MODULAR_MEASURES, ("test_accuracy",))
 
 
 def _nanda_model(d_model: int, n_heads: int, d_mlp: int) -> ModelConfig:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from icl_lab.config import (
     ConfigError,
     TrainConfig,
+    _coerce,
     did_you_mean,
     from_dict,
     leaf_keys,
@@ -65,13 +67,16 @@ class RunConfig:
                 raise ConfigError(
                     f"unknown key {key!r}.{did_you_mean(key, names)} Valid keys: {', '.join(names)}"
                 )
-        base = from_dict(
-            _RunConfigFields, {k: v for k, v in data.items() if k != "task"}, where=""
-        )
+        hints = typing.get_type_hints(cls)
+        values = {
+            key: _coerce(value, hints[key], key)
+            for key, value in data.items()
+            if key not in ("task", "task_config")
+        }
         return cls(
             task=data["task"],
             task_config=from_dict(task_cls, task_data, where="task_config"),
-            **{f.name: getattr(base, f.name) for f in dataclasses.fields(_RunConfigFields)},
+            **values,
         )
 
     def settable_keys(self) -> list[str]:
@@ -99,10 +104,7 @@ class RunConfig:
                 self, **{attr: replace_path(getattr(self, attr), rest, value, where=head)}
             )
         if not rest and key in ("measures", "track", "seed", "device"):
-            hints = {"measures": tuple[str, ...], "track": tuple[str, ...], "seed": int, "device": str}
-            from icl_lab.config import _coerce
-
-            return dataclasses.replace(self, **{key: _coerce(value, hints[key], key)})
+            return dataclasses.replace(self, **{key: _coerce(value, typing.get_type_hints(RunConfig)[key], key)})
         if not rest:
             owners = [
                 sec
@@ -119,17 +121,3 @@ class RunConfig:
         valid = self.settable_keys()
         near = did_you_mean(key, valid + [k.split(".", 1)[-1] for k in valid])
         raise ConfigError(f"unknown key {key!r}.{near} Valid keys: {', '.join(valid)}")
-
-
-@dataclass(frozen=True)
-class _RunConfigFields:
-    """The non-task fields of RunConfig, for typed parsing."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    measures: tuple[str, ...] = ()
-    track: tuple[str, ...] = ()
-    seed: int = 0
-    device: str = "auto"
-    preset: str = ""
-    interventions: tuple[Intervention, ...] = ()

@@ -29,14 +29,15 @@ STATES = ("running", "done", "failed")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    _atomic_via_tmp(path, lambda tmp: Path(tmp).write_bytes(data))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def _atomic_via_tmp(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) for a temporary file beside `path`, fsync it, rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -82,7 +83,7 @@ class RunWriter:
     def save_training_state(self, step: int, state: dict[str, Any]) -> Path:
         """Optimizer, schedule, RNG and loss-window state beside the step's weights (for resume)."""
         path = self.dir / "checkpoints" / f"step_{step}.state.pt"
-        _atomic_via_tmp(path, lambda tmp: torch.save(state, tmp))
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
         return path
 
     def add_metrics(self, step: int, values: dict[str, float]) -> None:
@@ -91,12 +92,12 @@ class RunWriter:
 
     def flush_metrics(self) -> None:
         frame = metrics_frame(self.rows)
-        _atomic_via_tmp(self.dir / "metrics.parquet", lambda tmp: frame.write_parquet(tmp))
+        atomic_write(self.dir / "metrics.parquet", lambda tmp: frame.write_parquet(tmp))
 
     def save_checkpoint(self, step: int, tensors: dict[str, torch.Tensor]) -> Path:
         path = self.dir / "checkpoints" / f"step_{step}.safetensors"
         cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-        _atomic_via_tmp(path, lambda tmp: save_file(cpu, tmp, metadata={"step": str(step)}))
+        atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata={"step": str(step)}))
         return path
 
     def set_status(self, state: str, error: str | None = None, **extra: Any) -> None:
@@ -196,5 +197,5 @@ def append_metrics(run_dir: str | Path, rows: list[tuple[int, str, float]]) -> p
     old = load_metrics(run_dir)
     keep = old.join(new.select("step", "metric"), on=["step", "metric"], how="anti")
     merged = pl.concat([keep, new]).sort(["step", "metric"])
-    _atomic_via_tmp(run_dir / "metrics.parquet", lambda tmp: merged.write_parquet(tmp))
+    atomic_write(run_dir / "metrics.parquet", lambda tmp: merged.write_parquet(tmp))
     return merged

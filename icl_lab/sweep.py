@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from icl_lab.config import ConfigError, did_you_mean
 from icl_lab.presets import get_preset
 from icl_lab.run_config import RunConfig
-from icl_lab.store import atomic_write_bytes, atomic_write_json, load_run, read_json
+from icl_lab.store import atomic_write, atomic_write_bytes, atomic_write_json, load_run, read_json
 from interventions.spec import Intervention
 
 EXECUTORS = ("local", "ray")
@@ -244,10 +244,7 @@ def run_sweep(
             bar.update(1)
     bar.close()
     table = summarize_sweep(runs, runs_dir)
-    tmp = out / "sweep.parquet"
-    from icl_lab.store import _atomic_via_tmp
-
-    _atomic_via_tmp(tmp, lambda t: table.write_parquet(t))
+    atomic_write(out / "sweep.parquet", lambda tmp: table.write_parquet(tmp))
     return table
 
 

@@ -120,13 +120,10 @@ class InterventionEngine:
                 self._validate_target(i, spec, name, self.layouts[name], shapes[name])
 
     def _dry_run_shapes(self, names: list[str]) -> dict[str, tuple[int, ...]]:
-        io = self.model.io
-        device = next(self.model.parameters()).device
         gen = self.task.make_generator(0)
         batch = self.task.sample_batch(2, gen)
         with torch.no_grad():
             _, cache = self.model.run_with_cache(batch.inputs, batch.positions, names=names, batch=batch)
-        del io, device
         return {n: tuple(cache[n].shape[1:]) for n in names}
 
     def _build_mask(self, spec: Intervention, name: str, layout: Layout, roles) -> torch.Tensor:

@@ -216,6 +216,3 @@ def load_interventions(path: str | Path) -> list[Intervention]:
         raise ConfigError(f"intervention file {path} does not exist")
     return interventions_from_toml(path.read_text(), source=str(path))
 
-
-def replace(spec: Intervention, **changes: Any) -> Intervention:
-    return dataclasses.replace(spec, **changes)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from icl_lab import load_run, train
+from icl_lab import train
 from icl_lab.ablate import ablation_scan, patching_scan
 from icl_lab.checkpoints import load_model
 from icl_lab.cli import main

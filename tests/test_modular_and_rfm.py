@@ -8,7 +8,7 @@ import torch
 
 from icl_lab.config import ConfigError
 from icl_lab.rfm import RFMConfig, agop, alignment, circulant_deviation, kernel_matrix, operand_block, predictor_gradients, run_rfm
-from icl_lab.rfm.machine import one_hot_inputs, solve_ridge
+from icl_lab.rfm.machine import solve_ridge
 from icl_lab.rfm.nfa import network_agop, nfa_correlation
 from icl_lab.tasks.modular import ModularConfig, all_pairs, discrete_log_order, primitive_root, split_pairs
 

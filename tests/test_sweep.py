@@ -12,7 +12,7 @@ import pytest
 
 from icl_lab.config import ConfigError
 from icl_lab.store import read_json
-from icl_lab.sweep import expand, load_sweep, run_sweep
+from icl_lab.sweep import load_sweep, run_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = '''

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from icl_lab.config import ConfigError, did_you_mean, from_dict
+from icl_lab.config import ConfigError, did_you_mean
 from icl_lab.tasks.base import ModelIO, TaskBatch
 from icl_lab.tasks.bursty import BurstyConfig, BurstyTask
 from icl_lab.tasks.modular import ModularTask, ModularTaskConfig
@@ -26,10 +26,6 @@ def task_config_class(name: str) -> type:
             f"Valid tasks: {', '.join(task_names())}"
         )
     return TASKS[name][0]
-
-
-def task_config_from_dict(name: str, data: dict[str, Any]) -> Any:
-    return from_dict(task_config_class(name), data, where="task")
 
 
 def make_task(name: str, config: Any, seed: int, device) -> Any:

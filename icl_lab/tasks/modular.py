@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from icl_lab.config import ConfigError
+from icl_lab.tasks.base import ModelIO, TaskBatch
 
 OPERATIONS = ("add", "sub", "mul", "div")
 
@@ -137,17 +138,14 @@ class ModularTask:
         self.labels = s.label.to(self.device)
         self.train_idx = s.train_idx.to(self.device)
         self.test_idx = s.test_idx.to(self.device)
+        self.train_batch = self._batch(self.train_idx)  # the full batch, built once
 
     @property
-    def io(self):
-        from icl_lab.tasks.base import ModelIO
-
+    def io(self) -> ModelIO:
         p = self.config.p
         return ModelIO(input_kind="tokens", n_ctx=3, n_outputs=p, seq_len=3, d_vocab=p + 1)
 
-    def _batch(self, idx: torch.Tensor):
-        from icl_lab.tasks.base import TaskBatch
-
+    def _batch(self, idx: torch.Tensor) -> TaskBatch:
         tokens = self.tokens[idx]
         positions = torch.arange(3, device=self.device).expand(idx.shape[0], -1)
         return TaskBatch(inputs=tokens, positions=positions, targets=self.labels[idx])
@@ -159,15 +157,9 @@ class ModularTask:
         """The full training set (task.batch_size 0), or task.batch_size pairs drawn from it.
         (The trainer's train.batch_size is ignored by this task.)"""
         if self.config.batch_size == 0:
-            return self._full_train
+            return self.train_batch
         pick = torch.randint(0, self.train_idx.shape[0], (self.config.batch_size,), generator=gen, device=self.device)
         return self._batch(self.train_idx[pick])
-
-    @property
-    def _full_train(self):
-        if not hasattr(self, "_train_batch"):
-            self._train_batch = self._batch(self.train_idx)
-        return self._train_batch
 
     def loss(self, logits: torch.Tensor, batch) -> torch.Tensor:
         """Cross-entropy at `=` (computed in the logits' dtype: the trainer can cast to float64,
