@@ -16,30 +16,32 @@ import polars as pl
 import streamlit as st
 
 from icl_lab import explore
+from icl_lab.config import ConfigError
+from icl_lab.store import RunError
 
 PAGES = ("Runs", "Phase changes", "Ablations", "Attention patterns", "Grokking & RFM")
+RESCAN_SECONDS = 10  # new run directories appear within this long (the rescan button: at once)
 
 st.set_page_config(page_title="icl-lab explorer", layout="wide")
 
 
-@st.cache_data(show_spinner=False)
-def _scan(root: str, stamp: float) -> list[explore.RunInfo]:
-    return explore.scan_runs(root)
+@st.cache_data(show_spinner="Looking for runs…", ttl=RESCAN_SECONDS)
+def _find(root: str) -> tuple[list[str], str | None]:
+    """(run directories under root, None), or ([], why) when the bounded scan gave up."""
+    try:
+        return [str(p) for p in explore.find_runs(root)], None
+    except RunError as err:
+        return [], str(err)
 
 
 @st.cache_data(show_spinner=False)
-def _curves(names: tuple[str, ...], root: str, stamp: float) -> pl.DataFrame:
-    infos = [i for i in explore.scan_runs(root) if i.name in names]
-    return explore.load_curves(infos)
+def _scan(root: str, run_dirs: tuple[str, ...], stamp: tuple[int, ...]) -> list[explore.RunInfo]:
+    return [explore.read_run(Path(d), Path(root)) for d in run_dirs]
 
 
-def _stamp(root: Path) -> float:
-    """Changes whenever a run's files change, so cached reads refresh."""
-    if not root.exists():
-        return 0.0
-    return max((p.stat().st_mtime for p in root.rglob("*.json")), default=0.0) + sum(
-        p.stat().st_mtime for p in root.rglob("metrics.parquet")
-    )
+@st.cache_data(show_spinner=False)
+def _curves(_infos: list, root: str, names: tuple[str, ...], stamp: tuple[int, ...]) -> pl.DataFrame:
+    return explore.load_curves(_infos)
 
 
 def download(frame: pl.DataFrame, name: str, key: str) -> None:
@@ -65,9 +67,10 @@ def page_runs(infos, table: pl.DataFrame) -> None:
         if info.state == "running":
             st.info(f"{info.name} is still running: its curves show what it has written so far.")
         if info.state == "failed":
-            st.warning(f"{info.name} failed: {(info.error or 'no error text').strip().splitlines()[-1]}")
+            lines = (info.error or "").strip().splitlines()
+            st.warning(f"{info.name} failed: {lines[-1] if lines else 'no error text'}")
         for problem in info.problems:
-            st.error(f"{info.name}: {problem}")
+            st.error(f"{info.name} is corrupt: {problem}")
 
 
 def _selected(infos) -> list:
@@ -77,13 +80,16 @@ def _selected(infos) -> list:
     return [i for i in infos if i.name in chosen]
 
 
-def page_phase_changes(infos, root: str, stamp: float) -> None:
+def page_phase_changes(infos, root: str, stamp: tuple[int, ...]) -> None:
     st.header("Phase changes")
     chosen = _selected(infos)
     if not chosen:
         st.info("Select one or more runs in the sidebar.")
         return
-    curves = _curves(tuple(i.name for i in chosen), root, stamp)
+    for info in chosen:
+        if info.problems:
+            st.warning(f"{info.name} is corrupt ({info.problems[0]}): what can be read of it is shown.")
+    curves = _curves(chosen, root, tuple(i.name for i in chosen), stamp)
     if curves.height == 0:
         st.info("The selected runs have no readable metrics yet.")
         return
@@ -134,7 +140,11 @@ def _heatmap(values: np.ndarray, x_labels, y_labels, title: str, scheme: str = "
 
 
 def _show_patterns(info, step: int, example: int, heads: list[tuple[int, int]] | None = None) -> None:
-    patterns, labels = explore.attention_patterns(info, step, example)
+    try:
+        patterns, labels = explore.attention_patterns(info, step, example)
+    except ConfigError as err:  # RunError included: a corrupt config or checkpoint of this run
+        st.error(f"No attention patterns for {info.name} at step {step}: {err}")
+        return
     for layer, pattern in patterns.items():
         cols = st.columns(pattern.shape[0])
         for h in range(pattern.shape[0]):
@@ -153,7 +163,11 @@ def page_ablations(infos) -> None:
     info = _one_run(with_tables, "run", "abl-run")
     tables = explore.ablation_tables(info)
     name = st.selectbox("table", list(tables), key="abl-table")
-    table = tables[name]
+    try:
+        table = explore.read_ablation_table(tables[name])
+    except RunError as err:
+        st.error(f"{info.name} is corrupt: {err}")
+        return
     metric = st.selectbox("metric", sorted(table["metric"].unique().to_list()), key="abl-metric")
     sub = table.filter(pl.col("metric") == metric)
     layers = sorted(set(sub["layer"].to_list()))
@@ -205,10 +219,14 @@ def page_grokking(infos) -> None:
         steps = explore.checkpoints(info)
         if steps:
             step = st.select_slider("iteration", steps, value=steps[-1], key="rfm-step")
-            M = explore.feature_matrix(info, int(step))
+            try:
+                M = explore.feature_matrix(info, int(step))
+            except RunError as err:
+                st.error(f"No feature matrix for {info.name} at iteration {step}: {err}")
+                return
             left, right = st.columns(2)
-            p = M.shape[0] // 2
-            labels = [f"a{i}" for i in range(p)] + [f"b{i}" for i in range(p)]
+            p = M.shape[0] // 2  # inputs are one-hot a then one-hot b
+            labels = [f"a{i}" for i in range(p)] + [f"b{i}" for i in range(p)] if M.shape[0] == 2 * p else list(range(M.shape[0]))
             left.altair_chart(_heatmap(M, labels, labels, f"feature matrix M at iteration {step}", "viridis").properties(height=420), width="stretch")
             acc = explore.load_curves([info], ["test_accuracy", "train_accuracy", "circulant_deviation"])
             right.altair_chart(alt.Chart(acc.to_pandas()).mark_line(point=True).encode(x="step:Q", y="value:Q", color="metric:N").properties(height=420), width="stretch")
@@ -219,12 +237,18 @@ def main() -> None:
     root = st.sidebar.text_input("runs directory", explore.default_root(), key="root")
     asked = st.query_params.get("page", PAGES[0])  # pages are linkable: ?page=Phase+changes
     page = st.sidebar.radio("page", PAGES, index=PAGES.index(asked) if asked in PAGES else 0, key="page")
-    root_path = Path(root)
-    if not root_path.exists():
+    if st.sidebar.button("rescan for runs", key="rescan"):
+        _find.clear()
+    st.sidebar.caption(f"Runs are looked for at most {explore.SCAN_MAX_DEPTH} folders below this directory.")
+    if not Path(root).exists():
         st.warning(f"The runs directory {root} does not exist. Train a run (`icl-lab train bursty`) or choose another directory.")
         return
-    stamp = _stamp(root_path)
-    infos = _scan(root, stamp)
+    run_dirs, gave_up = _find(root)
+    if gave_up:
+        st.error(gave_up)
+        return
+    stamp = explore.run_stamp([Path(d) for d in run_dirs])
+    infos = _scan(root, tuple(run_dirs), stamp)
     if not infos:
         st.info(f"No runs in {root} yet. Train one with `icl-lab train bursty --out {root}/first`.")
         return

@@ -24,7 +24,8 @@ def make_store(root: Path, runs: int, steps: int, metrics: int) -> None:
     rng = np.random.default_rng(0)
     names = ["icl_accuracy", "iwl_accuracy", "train_loss"] + [f"measure_{i}" for i in range(metrics - 3)]
     for r in range(runs):
-        writer = RunWriter(root / f"cond{r % 10}-seed{r // 10}", {"task": "bursty", "preset": f"cond{r % 10}", "seed": r // 10, "interventions": []})
+        record = {"task": "bursty", "preset": f"cond{r % 10}", "seed": r // 10, "interventions": []}
+        writer = RunWriter.create(root / f"cond{r % 10}-seed{r // 10}", record, verb="benchmark")
         center = rng.uniform(50, 150)
         for s in range(steps):
             values = {n: float(1 / (1 + np.exp(-(s - center) / 5)) + rng.normal(0, 0.01)) for n in names}
@@ -32,6 +33,7 @@ def make_store(root: Path, runs: int, steps: int, metrics: int) -> None:
         writer.flush_metrics()
         writer.write_summary({"transitions": {"icl_accuracy": {"transition_step": int(center) * 50}}})
         writer.set_status("done")
+        writer.close()
 
 
 def timed(label: str, fn):

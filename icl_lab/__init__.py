@@ -7,13 +7,24 @@
 """
 
 from icl_lab.config import ConfigError, TrainConfig
-from icl_lab.models import MODEL_PRESETS, LabModel, ModelConfig, build_model
+from icl_lab.model_config import MODEL_PRESETS, ModelConfig
 from icl_lab.phases import find_transition
-from icl_lab.presets import PRESETS, get_preset
+from icl_lab.presets import PRESETS, get_preset, register_preset
 from icl_lab.run_config import RunConfig
-from icl_lab.store import load_checkpoint, load_metrics, load_run
-from icl_lab.tasks import BurstyConfig, BurstyTask, make_task
+from icl_lab.store import RunError, load_checkpoint, load_metrics, load_run
+from icl_lab.tasks import BurstyConfig, BurstyTask, Task, make_task, register_task
 from icl_lab.train import TrainResult, train
+
+
+def __getattr__(name: str):
+    # icl_lab.models imports TransformerLens (seconds): loaded on first use, so that the
+    # command line and the configuration modules start fast
+    if name in ("LabModel", "build_model"):
+        from icl_lab import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module 'icl_lab' has no attribute {name!r}")
+
 
 __all__ = [
     "BurstyConfig",
@@ -24,6 +35,8 @@ __all__ = [
     "ModelConfig",
     "PRESETS",
     "RunConfig",
+    "RunError",
+    "Task",
     "TrainConfig",
     "TrainResult",
     "build_model",
@@ -33,5 +46,7 @@ __all__ = [
     "load_metrics",
     "load_run",
     "make_task",
+    "register_preset",
+    "register_task",
     "train",
 ]

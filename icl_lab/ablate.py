@@ -33,7 +33,8 @@ import torch
 from icl_lab.checkpoints import load_model, resolve_step
 from icl_lab.config import ConfigError
 from icl_lab.measures import evaluate
-from icl_lab.store import atomic_write
+from icl_lab.store import RunLock, write_ablation_table
+from icl_lab.tasks import CorruptedTwin
 from interventions import Intervention, InterventionEngine
 
 KINDS = ("zero", "mean", "resample")
@@ -59,13 +60,6 @@ def component_specs(model, over: str, target: str) -> list[tuple[int, str, Inter
     return out
 
 
-def _save(run_dir: Path, name: str, table: pl.DataFrame) -> Path:
-    path = run_dir / "ablations" / f"{name}.parquet"
-    path.parent.mkdir(exist_ok=True)
-    atomic_write(path, lambda tmp: table.write_parquet(tmp))
-    return path
-
-
 @torch.no_grad()
 def ablation_scan(
     run_dir: str | Path, step: int = -1, kind: str = "zero", over: str = "heads",
@@ -74,7 +68,11 @@ def ablation_scan(
     if kind not in KINDS:
         raise ConfigError(f"--kind {kind!r} is not one of {', '.join(KINDS)}")
     run_dir = Path(run_dir)
-    step = resolve_step(run_dir, step)
+    with RunLock.of_run(run_dir, "ablate"):  # the table is written into the run: one writer at a time
+        return _ablation_table(run_dir, resolve_step(run_dir, step), kind, over, metrics, device)
+
+
+def _ablation_table(run_dir: Path, step: int, kind: str, over: str, metrics: list[str] | None, device: str) -> pl.DataFrame:
     model, task, config = load_model(run_dir, step, device=device)
     batches = task.eval_sets()
     baseline = {k: float(v) for k, v in evaluate(model, task, batches, list(config.measures)).items()}
@@ -92,12 +90,8 @@ def ablation_scan(
             rows.append({"layer": layer, "component": component, "metric": metric, "value": value,
                          "baseline": baseline[metric], "delta": value - baseline[metric]})
     table = pl.DataFrame(rows)
-    _save(run_dir, f"{over}_{kind}_step{step}", table)
+    write_ablation_table(run_dir, f"{over}_{kind}_step{step}", table)
     return table
-
-
-def head_ablation_scan(run_dir, step: int = -1, kind: str = "zero", metrics=None, device: str = "cpu") -> pl.DataFrame:
-    return ablation_scan(run_dir, step=step, kind=kind, over="heads", metrics=metrics, device=device)
 
 
 def _logit_difference(logits: torch.Tensor, clean_target: torch.Tensor, corrupt_target: torch.Tensor) -> float:
@@ -109,9 +103,13 @@ def _logit_difference(logits: torch.Tensor, clean_target: torch.Tensor, corrupt_
 def patching_scan(run_dir: str | Path, step: int = -1, over: str = "heads", device: str = "cpu", seed: int = 0) -> pl.DataFrame:
     """Clean → corrupted activation patching on the task's ICL set and its relabelled twin."""
     run_dir = Path(run_dir)
-    step = resolve_step(run_dir, step)
+    with RunLock.of_run(run_dir, "patch"):
+        return _patching_table(run_dir, resolve_step(run_dir, step), over, device, seed)
+
+
+def _patching_table(run_dir: Path, step: int, over: str, device: str, seed: int) -> pl.DataFrame:
     model, task, _ = load_model(run_dir, step, device=device)
-    if not hasattr(task, "corrupted_twin"):
+    if not isinstance(task, CorruptedTwin):
         raise ConfigError(f"task {task.name!r} defines no corrupted twin for patching")
     clean = task.eval_sets()[task.eval_set_names[0]]
     corrupt = task.corrupted_twin(clean, task.make_generator(seed))
@@ -130,5 +128,5 @@ def patching_scan(run_dir: str | Path, step: int = -1, over: str = "heads", devi
         for metric, value, baseline in (("restored_logit_difference", restored, 0.0), ("clean_answer_accuracy", acc, acc_corrupt)):
             rows.append({"layer": layer, "component": component, "metric": metric, "value": value, "baseline": baseline, "delta": value - baseline})
     table = pl.DataFrame(rows)
-    _save(run_dir, f"patch_{over}_step{step}", table)
+    write_ablation_table(run_dir, f"patch_{over}_step{step}", table)
     return table

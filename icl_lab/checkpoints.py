@@ -7,29 +7,31 @@ from pathlib import Path
 
 import torch
 
-from icl_lab.models import LabModel, build_model
 from icl_lab.run_config import RunConfig
-from icl_lab.store import checkpoint_steps, load_checkpoint, read_json
+from icl_lab.config import ConfigError
+from icl_lab.store import RunError, checkpoint_steps, load_checkpoint, paths, read_config
 from icl_lab.tasks import make_task
 
 
 def run_config_of(run_dir: str | Path) -> RunConfig:
-    data = read_json(Path(run_dir) / "config.json")
-    if data is None:
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.json)")
+    """The RunConfig stored in a run; RunError naming config.json when it is not one."""
+    data = read_config(run_dir)
     names = {f.name for f in dataclasses.fields(RunConfig)}
-    return RunConfig.from_dict({k: v for k, v in data.items() if k in names})
+    try:
+        return RunConfig.from_dict({k: v for k, v in data.items() if k in names})
+    except ConfigError as err:
+        raise RunError(f"{paths(run_dir).config}: not a valid run config ({err})") from None
 
 
 def resolve_step(run_dir: str | Path, step: int) -> int:
     """`step` as given, or the run's last checkpoint for -1."""
     steps = checkpoint_steps(run_dir)
     if not steps:
-        raise FileNotFoundError(f"{run_dir} has no checkpoints")
+        raise RunError(f"{run_dir} has no checkpoints")
     if step == -1:
         return steps[-1]
     if step not in steps:
-        raise FileNotFoundError(f"{run_dir} has no checkpoint at step {step}; steps: {steps}")
+        raise RunError(f"{run_dir} has no checkpoint at step {step}; steps: {steps}")
     return step
 
 
@@ -38,7 +40,21 @@ def load_model(run_dir: str | Path, step: int = -1, device: str | torch.device =
     config = run_config_of(run_dir)
     step = resolve_step(run_dir, step)
     task = make_task(config.task, config.task_config, seed=config.seed, device=device)
-    model: LabModel = build_model(config.model, task.io, seed=config.seed + 1, device=device)
-    model.load_checkpoint_state({k: v.to(device) for k, v in load_checkpoint(run_dir, step).items()})
+    from icl_lab.models import build_model  # TransformerLens (seconds to import): only when a model is built
+
+    model = build_model(config.model, task.io, seed=config.seed + 1, device=device)
+    restore_weights(model, run_dir, step)
     model.eval()
     return model, task, config
+
+
+def restore_weights(model, run_dir: str | Path, step: int) -> None:
+    """Load checkpoint `step` of a run into `model`; RunError naming the file when its
+    tensors are not this model's (foreign names or shapes)."""
+    device = next(model.parameters()).device
+    tensors = load_checkpoint(run_dir, step)
+    try:
+        model.load_checkpoint_state({k: v.to(device) for k, v in tensors.items()})
+    except (KeyError, RuntimeError) as err:
+        reason = str(err).strip().splitlines()[0]
+        raise RunError(f"{paths(run_dir).weights(step)}: its tensors do not fit the run's model ({reason})") from None

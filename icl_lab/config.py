@@ -8,26 +8,15 @@ to train, which measures to record, and the seed. Presets (`icl_lab.presets`) ar
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, fields
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A user-facing configuration error: names the bad value and the valid choices."""
-
-
-def closest(name: str, choices: list[str], n: int = 3) -> list[str]:
-    """The few valid names closest to a mistyped one (for error messages)."""
-    return difflib.get_close_matches(name, choices, n=n, cutoff=0.5)
-
-
-def did_you_mean(name: str, choices: list[str]) -> str:
-    near = closest(name, choices)
-    return f" Did you mean {', '.join(repr(c) for c in near)}?" if near else ""
+# re-exported: the CLI catches this ConfigError, the same class the interventions raise
+from interventions.errors import ConfigError, closest, did_you_mean  # noqa: F401
 
 
 def to_dict(obj: Any) -> Any:
@@ -110,9 +99,12 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -218,12 +210,14 @@ class TrainConfig:
     eval_every: int = 100
     checkpoint_every: int = 1000
     loss_dtype: str = "float32"  # float32 | float64 (Nanda et al. compute the loss in float64)
+    nonfinite_loss: str = "fail"  # fail: a NaN/inf training loss fails the run | continue (to study divergence)
 
     def __post_init__(self) -> None:
         choices = {
             "optimizer": ("adam", "adamw", "sgd"),
             "schedule": ("constant", "cosine", "linear"),
             "loss_dtype": ("float32", "float64"),
+            "nonfinite_loss": ("fail", "continue"),
         }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
@@ -235,6 +229,11 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.checkpoint_every < 0 or self.warmup_steps < 0:
             raise ConfigError("train.checkpoint_every and train.warmup_steps must be >= 0")
+        numbers = {name: getattr(self, name) for name in ("lr", "weight_decay", "momentum", "grad_clip")}
+        numbers.update({f"betas[{i}]": beta for i, beta in enumerate(self.betas)})
+        for name, value in numbers.items():
+            if not math.isfinite(value):
+                raise ConfigError(f"train.{name} must be a finite number, got {value!r}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if len(self.betas) != 2:

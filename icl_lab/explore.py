@@ -1,12 +1,12 @@
 """What the explorer app shows, computed from the run store alone (no Streamlit here).
 
-Every reader is defensive: a run whose files are missing or corrupt is reported with a
-message, never raised, so one bad run cannot break a page.
+Every path inside a run comes from `icl_lab.store`. Every reader is defensive: a run whose
+files are missing, corrupt or foreign is listed with one line per problem naming the file
+(the store's `RunError`), never raised, so one bad run cannot break a page.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +14,20 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from icl_lab.store import checkpoint_steps, list_runs
+from icl_lab.config import ConfigError
+from icl_lab.store import (
+    METRICS_SCHEMA, RunError, checkpoint_steps, list_runs, load_checkpoint, load_metrics, paths, read_config,
+    read_status, read_summary, read_table,
+)
 
 DEFAULT_ROOT_ENV = "ICL_LAB_RUNS"
+# The runs box may point anywhere (even /): the scan looks at most this many folders deep and
+# into at most this many folders, then gives up with a message instead of walking the disk.
+SCAN_MAX_DEPTH = 6
+SCAN_MAX_DIRS = 20_000
+ABLATION_COLUMNS = ("layer", "component", "metric", "delta")
+CURVE_SCHEMA = {**METRICS_SCHEMA, "run": pl.String, "condition": pl.String}
+KIND_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "a table"}
 
 
 def default_root() -> str:
@@ -41,16 +52,51 @@ class RunInfo:
         """What distinguishes the run apart from its seed (for mean ± band over seeds)."""
         return f"{self.task}/{self.preset}" + (f" [{self.interventions}]" if self.interventions else "")
 
+    @property
+    def status(self) -> str:
+        """The run's state, or "corrupt" when one of its files could not be read."""
+        return "corrupt" if self.problems else self.state
 
-def _read_json(path: Path, problems: list[str]) -> dict | None:
-    if not path.exists():
-        problems.append(f"{path.name} is missing")
-        return None
+    def note(self, problem: str) -> None:
+        """Record a problem, naming the file relative to the run (the table names the run)."""
+        self.problems.append(problem.replace(f"{self.path}{os.sep}", ""))
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """The run directories under `root`; RunError when the bounded scan gives up."""
+    return list_runs(root, max_depth=SCAN_MAX_DEPTH, max_dirs=SCAN_MAX_DIRS)
+
+
+def run_stamp(run_dirs: list[Path]) -> tuple[int, ...]:
+    """Changes whenever one of these runs' files changes, so cached reads refresh."""
+    stamp = []
+    for run_dir in run_dirs:
+        p = paths(run_dir)
+        for f in (p.config, p.status, p.summary, p.metrics, p.checkpoints, p.ablations):
+            try:
+                stat = f.stat()
+                stamp += [stat.st_mtime_ns, stat.st_size]
+            except OSError:
+                stamp += [0, 0]
+    return tuple(stamp)
+
+
+def _read(info: RunInfo, reader, default):
+    """reader(run_dir), or `default` with the problem noted when the file is corrupt."""
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
-        problems.append(f"{path.name} is unreadable ({type(err).__name__}: {err})")
-        return None
+        return reader(info.path)
+    except RunError as err:
+        info.note(str(err))
+        return default
+
+
+def _field(info: RunInfo, data: dict, key: str, kind: type, default, file: str = "config.json"):
+    """data[key] when it has the expected type (or is absent), else `default` with a problem noted."""
+    value = data.get(key, default)
+    if value is default or (isinstance(value, kind) and not isinstance(value, bool)):
+        return value
+    info.note(f"{file}: {key} is {value!r:.60}, not {KIND_NAMES[kind]}")
+    return default
 
 
 def describe_interventions(specs: list[dict]) -> str:
@@ -64,35 +110,42 @@ def describe_interventions(specs: list[dict]) -> str:
 
 def read_run(path: Path, root: Path) -> RunInfo:
     info = RunInfo(path=path, name=str(path.relative_to(root)) if path != root else path.name)
-    config = _read_json(path / "config.json", info.problems) or {}
-    status = _read_json(path / "status.json", info.problems) or {}
-    info.state = status.get("state", "unknown") if isinstance(status, dict) else "unknown"
-    info.error = status.get("error") if isinstance(status, dict) else None
+    config = _read(info, read_config, {})
+    status = _read(info, read_status, {})
+    info.state = status.get("state", "unknown")
+    error = status.get("error")
+    info.error = None if error is None else str(error)
     if config.get("kind") == "rfm":
-        rfm = config.get("rfm", {})
-        info.task, info.preset, info.seed = "rfm", f"{rfm.get('op', '?')} mod {rfm.get('p', '?')}", rfm.get("seed")
-    else:
-        info.task, info.preset, info.seed = config.get("task", "?"), config.get("preset", ""), config.get("seed")
-        info.interventions = describe_interventions(config.get("interventions", []))
-    if (path / "summary.json").exists():
-        summary = _read_json(path / "summary.json", info.problems) or {}
-        for metric, t in (summary.get("transitions") or {}).items():
-            if isinstance(t, dict) and "transition_step" in t:
-                info.transitions[metric] = t["transition_step"]
-    metrics_path = path / "metrics.parquet"
-    if metrics_path.exists():
-        try:
-            pl.read_parquet_schema(metrics_path)
-        except Exception as err:  # polars raises several error types for a damaged file
-            info.problems.append(f"metrics.parquet is unreadable ({type(err).__name__})")
-    elif info.state != "running":
-        info.problems.append("metrics.parquet is missing")
+        rfm = _field(info, config, "rfm", dict, {})
+        info.task, info.preset = "rfm", f"{rfm.get('op', '?')} mod {rfm.get('p', '?')}"
+        info.seed = _field(info, rfm, "seed", int, None)
+    elif config:
+        info.task = _field(info, config, "task", str, "?")
+        info.preset = _field(info, config, "preset", str, "")
+        info.seed = _field(info, config, "seed", int, None)
+        specs = _field(info, config, "interventions", list, [])
+        if all(isinstance(s, dict) for s in specs):
+            info.interventions = describe_interventions(specs)
+        else:
+            info.note("config.json: interventions is not a list of intervention specs")
+    transitions = _field(info, _read(info, read_summary, {}), "transitions", dict, {}, "summary.json")
+    for metric, found in transitions.items():
+        step = found.get("transition_step") if isinstance(found, dict) else "?"
+        if step is None or (isinstance(step, int) and not isinstance(step, bool)):
+            info.transitions[metric] = step
+        else:
+            info.note(f"summary.json: transitions.{metric} has no integer transition_step")
+    if paths(path).metrics.exists():
+        _read(info, load_metrics, None)
+    elif info.state == "done":
+        info.note("metrics.parquet is missing from a finished run")
     return info
 
 
 def scan_runs(root: str | Path) -> list[RunInfo]:
+    """Every run under `root`, read; RunError when the bounded scan gives up."""
     root = Path(root)
-    return [read_run(path, root) for path in list_runs(root)]
+    return [read_run(path, root) for path in find_runs(root)]
 
 
 def runs_table(infos: list[RunInfo]) -> pl.DataFrame:
@@ -104,7 +157,7 @@ def runs_table(infos: list[RunInfo]) -> pl.DataFrame:
             "preset": info.preset,
             "interventions": info.interventions,
             "seed": info.seed,
-            "status": "corrupt" if info.problems and info.state != "failed" else info.state,
+            "status": info.status,
             "transitions": ", ".join(f"{m}@{s}" for m, s in info.transitions.items() if s is not None) or "",
             "problems": "; ".join(info.problems),
         })
@@ -114,21 +167,19 @@ def runs_table(infos: list[RunInfo]) -> pl.DataFrame:
 
 
 def load_curves(infos: list[RunInfo], metrics: list[str] | None = None) -> pl.DataFrame:
-    """Long table run, condition, step, metric, value for the given runs (unreadable ones skipped)."""
+    """Long table step, metric, value, run, condition for the given runs; a run whose metrics
+    cannot be read is left out (the Runs page lists it as corrupt, with the reason)."""
     frames = []
     for info in infos:
-        path = info.path / "metrics.parquet"
-        if not path.exists():
-            continue
         try:
-            frame = pl.read_parquet(path)
-        except Exception:
+            frame = load_metrics(info.path)
+        except RunError:
             continue
         if metrics is not None:
             frame = frame.filter(pl.col("metric").is_in(metrics))
         frames.append(frame.with_columns(pl.lit(info.name).alias("run"), pl.lit(info.condition).alias("condition")))
     if not frames:
-        return pl.DataFrame(schema={"step": pl.Int64, "metric": pl.String, "value": pl.Float64, "run": pl.String, "condition": pl.String})
+        return pl.DataFrame(schema=CURVE_SCHEMA)
     return pl.concat(frames, how="vertical")
 
 
@@ -153,28 +204,34 @@ def transition_marks(infos: list[RunInfo]) -> pl.DataFrame:
 
 def fourier_spectrum(info: RunInfo) -> pl.DataFrame:
     """step, frequency, norm from the stored `embedding_fourier_norm.k*` metrics."""
-    curves = load_curves([info])
-    spec = curves.filter(pl.col("metric").str.starts_with("embedding_fourier_norm.k"))
-    return spec.with_columns(pl.col("metric").str.replace("embedding_fourier_norm.k", "").cast(pl.Int64).alias("frequency")).select(
-        "step", "frequency", pl.col("value").alias("norm")
-    )
+    prefix = "embedding_fourier_norm.k"
+    spec = load_curves([info]).filter(pl.col("metric").str.starts_with(prefix))
+    frequency = pl.col("metric").str.strip_prefix(prefix).cast(pl.Int64, strict=False).alias("frequency")
+    return spec.with_columns(frequency).drop_nulls("frequency").select("step", "frequency", pl.col("value").alias("norm"))
 
 
 def feature_matrix(info: RunInfo, step: int) -> np.ndarray:
-    from safetensors.torch import load_file
+    """The RFM feature matrix M at an iteration; RunError when its checkpoint is unreadable."""
+    tensors = load_checkpoint(info.path, step)
+    M = tensors.get("M")
+    if M is None or M.ndim != 2 or M.shape[0] != M.shape[1]:
+        found = f"'M' of shape {tuple(M.shape)}" if M is not None else f"tensors {sorted(tensors)[:5]}"
+        raise RunError(f"{paths(info.path).weights(step)}: no square feature matrix 'M' (it holds {found})")
+    return M.double().numpy()
 
-    return load_file(str(info.path / "checkpoints" / f"step_{step}.safetensors"))["M"].double().numpy()
+
+def ablation_tables(info: RunInfo) -> dict[str, Path]:
+    """name -> file of the run's ablation and patching tables (not read yet)."""
+    return paths(info.path).ablation_tables()
 
 
-def ablation_tables(info: RunInfo) -> dict[str, pl.DataFrame]:
-    folder = info.path / "ablations"
-    tables = {}
-    for path in sorted(folder.glob("*.parquet")) if folder.exists() else []:
-        try:
-            tables[path.stem] = pl.read_parquet(path)
-        except Exception:
-            continue
-    return tables
+def read_ablation_table(path: Path) -> pl.DataFrame:
+    """An ablation or patching table; RunError when it is unreadable or lacks the columns the page draws."""
+    table = read_table(path)
+    missing = [c for c in ABLATION_COLUMNS if c not in table.columns]
+    if missing:
+        raise RunError(f"{path}: not an ablation table (no column {', '.join(missing)}; it has {', '.join(table.columns)})")
+    return table
 
 
 def checkpoints(info: RunInfo) -> list[int]:
@@ -182,14 +239,22 @@ def checkpoints(info: RunInfo) -> list[int]:
 
 
 def attention_patterns(info: RunInfo, step: int, example: int = 0, eval_set: str | None = None):
-    """({layer: [heads, T, T] array}, token labels) for one example sequence at a checkpoint."""
+    """({layer: [heads, T, T] array}, token labels) for one example sequence at a checkpoint.
+    RunError (a ConfigError) when the run's config or that checkpoint cannot be loaded."""
     import torch
 
     from icl_lab.checkpoints import load_model
 
-    model, task, _ = load_model(info.path, step, device="cpu")
+    try:
+        model, task, _ = load_model(info.path, step, device="cpu")
+    except (KeyError, RuntimeError) as err:  # a readable weights file that is not this model's
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunError(f"{paths(info.path).weights(step)}: weights do not fit the run's model ({first})") from None
     sets = task.eval_sets()
     name = eval_set or next(iter(sets))
+    size = sets[name].inputs.shape[0]
+    if not 0 <= example < size:
+        raise ConfigError(f"example {example} is outside evaluation set {name!r} (0 to {size - 1})")
     batch = sets[name].slice(example, example + 1)
     names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.config.n_layers)]
     with torch.no_grad():

@@ -12,24 +12,13 @@ Readouts: `unembed` reads the class logits off the bridge's unembedding at the l
 the bridge's unembedding is the MLP's first layer (so `hook_unembed` carries that layer's
 pre-activations, not class logits).
 
-Presets (`MODEL_PRESETS`):
-- `reddy`: Reddy (ICLR 2024): two causal attention layers, one head each, no LayerNorm, no MLP
-  between them, then the MLP classifier (128 wide). Differences that TL imposes: attention is
-  scaled by 1/√d_head, Q/K/V/O carry biases and there is an output projection W_O.
-- `singh`: Singh et al. (ICML 2024): attention-only, 2 layers × 8 heads, d_model 64, pre-LN,
-  rotary positions, readout at the query.
-- `small`: the reference CPU model: attention-only, 2 layers × 2 heads, d_model 64, learned
-  positions, no LayerNorm.
-- `circuit`: as `small` with 3 layers × 1 head: one previous-token head, one induction head
-  and one spare head, so head ablations isolate each role (in `small` both second-layer heads
-  become induction heads and back each other up).
-- `mlp`: a ReLU MLP 200-200 initialised 8x default (Prakash & Martin), for feature tasks.
+Configuration and presets: `icl_lab.model_config` (`ModelConfig`, `MODEL_PRESETS`, re-exported
+here).
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -40,79 +29,8 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from icl_lab.config import ConfigError
 from icl_lab.hooked import HookedLabModel
+from icl_lab.model_config import MODEL_PRESETS, ModelConfig  # noqa: F401  (re-exported)
 from icl_lab.tasks.base import ModelIO, TaskBatch
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Architecture. `d_head` 0 means d_model // n_heads; `d_mlp` 0 means 4·d_model."""
-
-    n_layers: int = 2
-    n_heads: int = 2
-    d_model: int = 64
-    d_head: int = 0
-    attn_only: bool = True
-    d_mlp: int = 0
-    act_fn: str = "relu"
-    normalization: str = "none"  # none | LN | LNPre | RMS | RMSPre
-    positional: str = "learned"  # learned | rotary
-    readout: str = "unembed"  # unembed | mlp
-    readout_hidden: int = 128  # mlp readout: width of its hidden layers
-    readout_layers: int = 3  # mlp readout: ReLU layers before the linear readout
-    init_range: float = -1.0  # std of the bridge's initial weights; -1 = TL default 0.8/√d_model
-    # arch "mlp": a plain ReLU MLP on feature vectors (tasks with input_kind "features");
-    # the transformer fields above are then unused.
-    arch: str = "transformer"  # transformer | mlp
-    mlp_widths: tuple[int, ...] = (200, 200)  # hidden layer widths of arch "mlp"
-    init_scale: float = 1.0  # arch "mlp": every weight is PyTorch's default init times this
-    dtype: str = "float32"  # float32 | float64 (parameters and activations)
-
-    def __post_init__(self) -> None:
-        valid = {
-            "normalization": ("none", "LN", "LNPre", "RMS", "RMSPre"),
-            "positional": ("learned", "rotary"),
-            "readout": ("unembed", "mlp"),
-            "act_fn": ("relu", "gelu", "gelu_new", "silu"),
-            "arch": ("transformer", "mlp"),
-            "dtype": ("float32", "float64"),
-        }
-        for name, choices in valid.items():
-            if getattr(self, name) not in choices:
-                raise ConfigError(
-                    f"model.{name}={getattr(self, name)!r} is not one of {', '.join(choices)}"
-                )
-        for name in ("n_layers", "n_heads", "d_model", "readout_hidden", "readout_layers"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if self.arch == "mlp" and (not self.mlp_widths or min(self.mlp_widths) < 1):
-            raise ConfigError(f"model.mlp_widths must be one or more widths >= 1, got {self.mlp_widths}")
-        if self.init_scale <= 0:
-            raise ConfigError(f"model.init_scale must be > 0, got {self.init_scale}")
-        if not self.d_head and self.d_model % self.n_heads != 0:
-            raise ConfigError(
-                f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}; "
-                "set model.d_head explicitly"
-            )
-
-    @property
-    def head_dim(self) -> int:
-        return self.d_head or self.d_model // self.n_heads
-
-
-MODEL_PRESETS: dict[str, ModelConfig] = {
-    "small": ModelConfig(n_layers=2, n_heads=2, d_model=64),
-    "reddy": ModelConfig(
-        n_layers=2, n_heads=1, d_model=128, readout="mlp", readout_hidden=128, readout_layers=3
-    ),
-    "singh": ModelConfig(
-        n_layers=2, n_heads=8, d_model=64, normalization="LN", positional="rotary"
-    ),
-    # one head per layer, three layers: the induction circuit's heads are single components
-    "circuit": ModelConfig(n_layers=3, n_heads=1, d_model=64),
-    # Prakash & Martin (2025), after Liu et al.'s Omnigrok: ReLU MLP 784 -> 200 -> 200 -> 10
-    # with weights initialised 8x larger than default
-    "mlp": ModelConfig(arch="mlp", mlp_widths=(200, 200), init_scale=8.0),
-}
 
 
 class LabModel(HookedLabModel, nn.Module):

@@ -13,17 +13,18 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from icl_lab.checkpoints import load_model, run_config_of
+from icl_lab.checkpoints import load_model, restore_weights, run_config_of
 from icl_lab.config import ConfigError
 from icl_lab.measures import evaluate, expand_measures, validate_measures
 from icl_lab.provenance import resolve_device
-from icl_lab.store import append_metrics, checkpoint_steps, load_checkpoint, metrics_frame
+from icl_lab.train import restore_engine_state
+from icl_lab.store import RunError, RunLock, append_metrics, checkpoint_steps, load_training_state, metrics_frame
 
 
 def resolve_steps(run_dir: Path, steps: list[int] | None) -> list[int]:
     available = checkpoint_steps(run_dir)
     if not available:
-        raise FileNotFoundError(f"{run_dir} has no checkpoints")
+        raise RunError(f"{run_dir} has no checkpoints")
     if steps is None:
         return available
     missing = [s for s in steps if s not in available]
@@ -55,21 +56,37 @@ def measure_run(
     validate_measures(names, config.task)
     chosen = resolve_steps(run_dir, steps)
     dev = resolve_device(device)
-    model, task, _ = load_model(run_dir, chosen[0], device=dev)
+    lock = RunLock.of_run(run_dir, "measure") if write else None
+    if lock is not None:
+        lock.acquire()  # the trainer's next flush would erase values added under it
+    try:
+        rows = _measure_checkpoints(run_dir, config, names, chosen, dev, progress)
+        if write:
+            append_metrics(run_dir, rows)
+    finally:
+        if lock is not None:
+            lock.release()
+    return metrics_frame(rows)
+
+
+def _measure_checkpoints(run_dir: Path, config, names: list[str], steps: list[int], dev: torch.device, progress: bool) -> list[tuple[int, str, float]]:
+    model, task, _ = load_model(run_dir, steps[0], device=dev)
     batches = task.eval_sets()  # the fixed sets of the live evaluation, built once
     engine = None
     if config.interventions:
         from interventions.engine import InterventionEngine
 
-        engine = InterventionEngine(model, task, config.interventions)
+        engine = InterventionEngine(model, task, config.interventions, load_reference=lambda run, step, device: load_model(run, step, device)[0])
     rows: list[tuple[int, str, float]] = []
     try:
-        for step in tqdm(chosen, disable=not progress, desc=f"measure {run_dir.name}", unit="ckpt"):
-            model.load_checkpoint_state({k: v.to(dev) for k, v in load_checkpoint(run_dir, step).items()})
+        for step in tqdm(steps, disable=not progress, desc=f"measure {run_dir.name}", unit="ckpt"):
+            restore_weights(model, run_dir, step)
             if engine is not None:  # running-mean targets as they stood at this step, live
-                state_file = run_dir / "checkpoints" / f"step_{step}.state.pt"
-                running = torch.load(state_file, map_location=dev, weights_only=False)["engine_running"] if state_file.exists() else {}
-                engine.set_running_means(running)
+                state = load_training_state(run_dir, step)
+                if state is not None:
+                    restore_engine_state(engine, state)
+                else:
+                    engine.set_running_means({})
                 engine.set_step(step, "eval")
             values = evaluate(model, task, batches, names)
             names_sorted = sorted(values)
@@ -78,9 +95,7 @@ def measure_run(
     finally:
         if engine is not None:
             engine.close()
-    if write:
-        append_metrics(run_dir, rows)
-    return metrics_frame(rows)
+    return rows
 
 
 def parse_steps(text: str | None) -> list[int] | None:

@@ -1,5 +1,8 @@
 """Named run presets: a preset is a RunConfig, not a code path.
 
+`register_preset` adds one; each task names its default preset when it is registered
+(icl_lab/tasks/__init__.py), which `icl-lab train <task>` uses without `--preset`.
+
 `bursty/small` is the reference CPU preset: the abrupt ICL transition on 2 CPU cores in well
 under 3 minutes. `bursty/reddy` and `bursty/singh` carry the papers' architectures on the
 bursty task (at paper-like lengths they need a GPU or patience).
@@ -11,10 +14,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from icl_lab.config import ConfigError, TrainConfig, did_you_mean, to_dict
-from icl_lab.models import MODEL_PRESETS
+from icl_lab.model_config import MODEL_PRESETS
 from icl_lab.run_config import RunConfig
-from icl_lab.models import ModelConfig
-from icl_lab.tasks import BurstyConfig, DigitsConfig, ModularTaskConfig
+from icl_lab.model_config import ModelConfig
+from icl_lab.tasks import BurstyConfig, DigitsConfig, ModularTaskConfig, registered
 
 BURSTY_MEASURES = (
     "icl_accuracy",
@@ -35,67 +38,64 @@ class Preset:
     config: RunConfig
 
 
-def _preset(task: str, name: str, description: str, task_config, model, train: TrainConfig, measures: tuple[str, ...], track: tuple[str, ...]) -> Preset:
-    return Preset(
-        task=task,
-        name=name,
-        description=description,
-        config=RunConfig(task=task, task_config=task_config, model=model, train=train, measures=measures, track=track, preset=name),
-    )
+PRESETS: dict[str, dict[str, Preset]] = {}
+
+
+def register_preset(
+    task: str, name: str, description: str, task_config, model: ModelConfig, train: TrainConfig,
+    measures: tuple[str, ...] = (), track: tuple[str, ...] = (),
+) -> Preset:
+    """Add the preset `task/name` to PRESETS (its RunConfig is checked on construction: a
+    registered task, its config class, measures the task supports). Returns it."""
+    config = RunConfig(task=task, task_config=task_config, model=model, train=train, measures=measures, track=track, preset=name)
+    preset = Preset(task=task, name=name, description=description, config=config)
+    PRESETS.setdefault(task, {})[name] = preset
+    return preset
 
 
 def _bursty(name: str, description: str, task: BurstyConfig, model: str, train: TrainConfig) -> Preset:
-    return _preset("bursty", name, description, task, MODEL_PRESETS[model], train, BURSTY_MEASURES, ("icl_accuracy",))
+    return register_preset("bursty", name, description, task, MODEL_PRESETS[model], train, BURSTY_MEASURES, ("icl_accuracy",))
 
 
-PRESETS: dict[str, dict[str, Preset]] = {
-    "bursty": {
-        p.name: p
-        for p in [
-            _bursty(
-                "small",
-                "Reference CPU preset: attention-only 2 layers x 2 heads, d_model 64; K=2048 "
-                "classes, L=32 labels, N=8, B=4, all bursty, trained classes only. ICL "
-                "transition in about 1-2k steps (about a minute on 2 CPU cores).",
-                BurstyConfig(num_classes=2048, num_labels=32, dim=63, context_pairs=8, burstiness=4),
-                "small",
-                TrainConfig(steps=3000, batch_size=128, optimizer="adam", lr=3e-3, eval_every=50, checkpoint_every=500),
-            ),
-            _bursty(
-                "circuit",
-                "The reference task and training on a 3-layer x 1-head attention-only model: "
-                "the ICL circuit forms with one previous-token head, one induction head and a "
-                "spare head, so ablating a single head isolates its role (in `small` the two "
-                "second-layer heads both become induction heads and back each other up). "
-                "Transition around step 1100-1200; about a minute on 2 CPU cores.",
-                BurstyConfig(num_classes=2048, num_labels=32, dim=63, context_pairs=8, burstiness=4),
-                "circuit",
-                TrainConfig(steps=3000, batch_size=128, optimizer="adam", lr=3e-3, eval_every=50, checkpoint_every=500),
-            ),
-            _bursty(
-                "reddy",
-                "Reddy (ICLR 2024): 2 attention layers x 1 head, d_model 128, no LayerNorm, "
-                "3-layer ReLU MLP classifier; p_B=1, p_C=0, K=2048, 65 position slots with "
-                "random offsets; SGD lr 0.01, batch 128 (the paper trains 75k-150k steps).",
-                BurstyConfig(
-                    num_classes=2048, num_labels=32, dim=63, context_pairs=8, burstiness=4,
-                    position_slots=65,
-                ),
-                "reddy",
-                TrainConfig(steps=100_000, batch_size=128, optimizer="sgd", lr=0.01, weight_decay=1e-6, eval_every=500, checkpoint_every=5000),
-            ),
-            _bursty(
-                "singh",
-                "Singh et al. (ICML 2024) architecture: attention-only 2 layers x 8 heads, "
-                "d_model 64, pre-LN, rotary, on the bursty task; Adam lr 1e-4 (theirs 1e-5 "
-                "for 1e6 steps at batch 32).",
-                BurstyConfig(num_classes=2048, num_labels=32, dim=63, context_pairs=8, burstiness=4),
-                "singh",
-                TrainConfig(steps=20_000, batch_size=128, optimizer="adam", lr=1e-4, eval_every=200, checkpoint_every=2000),
-            ),
-        ]
-    }
-}
+# The reference task (K=2048, L=32, N=8, B=4) and its CPU training, shared by small and circuit.
+REFERENCE_TASK = BurstyConfig(num_classes=2048, num_labels=32, dim=63, context_pairs=8, burstiness=4)
+REFERENCE_TRAIN = TrainConfig(steps=3000, batch_size=128, optimizer="adam", lr=3e-3, eval_every=50, checkpoint_every=500)
+
+
+_bursty(
+    "small",
+    "Reference CPU preset: attention-only 2 layers x 2 heads, d_model 64; K=2048 "
+    "classes, L=32 labels, N=8, B=4, all bursty, trained classes only. ICL "
+    "transition in about 1-2k steps (about a minute on 2 CPU cores).",
+    REFERENCE_TASK, "small", REFERENCE_TRAIN,
+)
+_bursty(
+    "circuit",
+    "The reference task and training on a 3-layer x 1-head attention-only model: "
+    "the ICL circuit forms with one previous-token head, one induction head and a "
+    "spare head, so ablating a single head isolates its role (in `small` the two "
+    "second-layer heads both become induction heads and back each other up). "
+    "Transition around step 1100-1200; about a minute on 2 CPU cores.",
+    REFERENCE_TASK, "circuit", REFERENCE_TRAIN,
+)
+_bursty(
+    "reddy",
+    "Reddy (ICLR 2024): 2 attention layers x 1 head, d_model 128, no LayerNorm, "
+    "3-layer ReLU MLP classifier; p_B=1, p_C=0, K=2048, 65 position slots with "
+    "random offsets; SGD lr 0.01, batch 128 (the paper trains 75k-150k steps).",
+    dataclasses.replace(REFERENCE_TASK, position_slots=65),
+    "reddy",
+    TrainConfig(steps=100_000, batch_size=128, optimizer="sgd", lr=0.01, weight_decay=1e-6, eval_every=500, checkpoint_every=5000),
+)
+_bursty(
+    "singh",
+    "Singh et al. (ICML 2024) architecture: attention-only 2 layers x 8 heads, "
+    "d_model 64, pre-LN, rotary, on the bursty task; Adam lr 1e-4 (theirs 1e-5 "
+    "for 1e6 steps at batch 32).",
+    REFERENCE_TASK,
+    "singh",
+    TrainConfig(steps=20_000, batch_size=128, optimizer="adam", lr=1e-4, eval_every=200, checkpoint_every=2000),
+)
 
 MODULAR_MEASURES = (
     "modular_accuracy",
@@ -108,7 +108,7 @@ MODULAR_MEASURES = (
 
 
 def _modular(name: str, description: str, task: ModularTaskConfig, model: ModelConfig, train: TrainConfig) -> Preset:
-    return _preset("modular", name, description, task, model, train, MODULAR_MEASURES, ("test_accuracy",))
+    return register_preset("modular", name, description, task, model, train, MODULAR_MEASURES, ("test_accuracy",))
 
 
 def _nanda_model(d_model: int, n_heads: int, d_mlp: int) -> ModelConfig:
@@ -126,40 +126,32 @@ def _nanda_train(steps: int, weight_decay: float, eval_every: int, checkpoint_ev
     )
 
 
-PRESETS["modular"] = {
-    p.name: p
-    for p in [
-        _modular(
-            "nanda",
-            "Nanda et al. (ICLR 2023): a+b mod 113, 30% of pairs for training, full batch; 1 layer, "
-            "d_model 128, 4 heads, d_mlp 512, ReLU, no LayerNorm; AdamW lr 1e-3, weight decay 1.0, "
-            "betas (0.9, 0.98), 10-step warm-up, float64 loss; 40k steps (= epochs). GPU length.",
-            ModularTaskConfig(p=113, op="add", train_fraction=0.3),
-            _nanda_model(128, 4, 512),
-            _nanda_train(40_000, 1.0, 100, 1000),
-        ),
-        _modular(
-            "cpu",
-            "CPU grokking: a+b mod 59, 50% of pairs for training, full batch; Nanda's 1-layer "
-            "architecture at d_model 128, 4 heads, d_mlp 512; AdamW lr 1e-3, weight decay 1.0; "
-            "memorises in a few hundred steps, generalises thousands of steps later.",
-            ModularTaskConfig(p=59, op="add", train_fraction=0.5),
-            _nanda_model(128, 4, 512),
-            _nanda_train(3000, 1.0, 50, 100),
-        ),
-    ]
-}
-
-DEFAULT_PRESET = {"bursty": "small", "modular": "cpu"}
+_modular(
+    "nanda",
+    "Nanda et al. (ICLR 2023): a+b mod 113, 30% of pairs for training, full batch; 1 layer, "
+    "d_model 128, 4 heads, d_mlp 512, ReLU, no LayerNorm; AdamW lr 1e-3, weight decay 1.0, "
+    "betas (0.9, 0.98), 10-step warm-up, float64 loss; 40k steps (= epochs). GPU length.",
+    ModularTaskConfig(p=113, op="add", train_fraction=0.3), _nanda_model(128, 4, 512), _nanda_train(40_000, 1.0, 100, 1000),
+)
+_modular(
+    "cpu",
+    "CPU grokking: a+b mod 59, 50% of pairs for training, full batch; Nanda's 1-layer "
+    "architecture at d_model 128, 4 heads, d_mlp 512; AdamW lr 1e-3, weight decay 1.0; "
+    "memorises in a few hundred steps, generalises thousands of steps later.",
+    ModularTaskConfig(p=59, op="add", train_fraction=0.5), _nanda_model(128, 4, 512), _nanda_train(3000, 1.0, 50, 100),
+)
 
 
-def get_preset(task: str, name: str | None) -> Preset:
-    from icl_lab.tasks import task_config_class
+def default_preset(task: str) -> str:
+    """The preset the task registered as its default (`icl-lab train <task>` without --preset)."""
+    return registered(task).default_preset
 
-    task_config_class(task)  # refuses unknown tasks
+
+def get_preset(task: str, name: str | None = None) -> Preset:
+    """The preset `task/name`; name None: the task's default preset."""
+    name = name or default_preset(task)  # refuses unknown tasks
     if task not in PRESETS:
         raise ConfigError(f"task {task!r} has no presets yet")
-    name = name or DEFAULT_PRESET[task]
     valid = sorted(PRESETS[task])
     if name not in PRESETS[task]:
         raise ConfigError(
@@ -173,7 +165,7 @@ def describe_presets() -> str:
     lines = []
     for task, presets in PRESETS.items():
         for name, preset in presets.items():
-            default = " (default)" if DEFAULT_PRESET.get(task) == name else ""
+            default = " (default)" if default_preset(task) == name else ""
             lines.append(f"{task}/{name}{default}: {preset.description}")
             cfg = to_dict(preset.config)
             for section in ("task_config", "model", "train"):
@@ -188,31 +180,26 @@ DIGITS_MEASURES = ("classification_accuracy", "classification_loss", "weight_nor
 
 
 def _digits(name: str, description: str, task: DigitsConfig, model: ModelConfig, train: TrainConfig) -> Preset:
-    return _preset("digits", name, description, task, model, train, DIGITS_MEASURES, ("test_accuracy",))
+    return register_preset("digits", name, description, task, model, train, DIGITS_MEASURES, ("test_accuracy",))
 
 
-PRESETS["digits"] = {
-    p.name: p
-    for p in [
-        _digits(
-            "cpu",
-            "Anti-grokking at CPU length: scikit-learn's 8x8 digits, 1,000 training images (100 "
-            "per class), MSE on one-hot targets; ReLU MLP 64-200-200-10 initialised 8x larger "
-            "than default; AdamW lr 1e-2, no weight decay, batch 200; 150k steps (a few minutes). "
-            "Memorises, generalises, then test accuracy erodes while the weights grow and the "
-            "hidden layers' alpha falls. Weight-decay control: --set train.weight_decay=0.01.",
-            DigitsConfig(source="digits", train_size=1000, loss="mse"),
-            MODEL_PRESETS["mlp"],
-            TrainConfig(steps=150_000, batch_size=200, optimizer="adamw", lr=1e-2, weight_decay=0.0, eval_every=2500, checkpoint_every=10_000),
-        ),
-        _digits(
-            "paper",
-            "Prakash & Martin's length: 1,000 training images, MSE, ReLU MLP 200-200 at 8x init, "
-            "AdamW lr 1e-3, batch 200, float64, 10M steps, no weight decay (GPU length). Their data "
-            "is MNIST: --set task.source=mnist task.mnist_dir=DIR (the four IDX files).",
-            DigitsConfig(source="digits", train_size=1000, loss="mse"),
-            dataclasses.replace(MODEL_PRESETS["mlp"], dtype="float64"),
-            TrainConfig(steps=10_000_000, batch_size=200, optimizer="adamw", lr=1e-3, weight_decay=0.0, eval_every=20_000, checkpoint_every=500_000, loss_dtype="float64"),
-        ),
-    ]
-}
+_digits(
+    "cpu",
+    "Anti-grokking at CPU length: scikit-learn's 8x8 digits, 1,000 training images (100 "
+    "per class), MSE on one-hot targets; ReLU MLP 64-200-200-10 initialised 8x larger "
+    "than default; AdamW lr 1e-2, no weight decay, batch 200; 150k steps (a few minutes). "
+    "Memorises, generalises, then test accuracy erodes while the weights grow and the "
+    "hidden layers' alpha falls. Weight-decay control: --set train.weight_decay=0.01.",
+    DigitsConfig(source="digits", train_size=1000, loss="mse"),
+    MODEL_PRESETS["mlp"],
+    TrainConfig(steps=150_000, batch_size=200, optimizer="adamw", lr=1e-2, weight_decay=0.0, eval_every=2500, checkpoint_every=10_000),
+)
+_digits(
+    "paper",
+    "Prakash & Martin's length: 1,000 training images, MSE, ReLU MLP 200-200 at 8x init, "
+    "AdamW lr 1e-3, batch 200, float64, 10M steps, no weight decay (GPU length). Their data "
+    "is MNIST: --set task.source=mnist task.mnist_dir=DIR (the four IDX files).",
+    DigitsConfig(source="digits", train_size=1000, loss="mse"),
+    dataclasses.replace(MODEL_PRESETS["mlp"], dtype="float64"),
+    TrainConfig(steps=10_000_000, batch_size=200, optimizer="adamw", lr=1e-3, weight_decay=0.0, eval_every=20_000, checkpoint_every=500_000, loss_dtype="float64"),
+)

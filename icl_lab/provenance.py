@@ -5,9 +5,12 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 import torch
+
+from icl_lab.config import ConfigError
 
 PACKAGES = ("torch", "transformer-lens", "numpy", "polars", "einops", "safetensors", "icl-lab")
 
@@ -40,6 +43,17 @@ def git_commit(path: Path | None = None) -> dict[str, str | bool | None]:
         return {"commit": None, "dirty": None}
 
 
+def provenance_record(device: torch.device) -> dict[str, object]:
+    """What every run's config.json records about where and with what it ran."""
+    return {
+        "resolved_device": str(device),
+        "device_description": device_description(device),
+        "versions": package_versions(),
+        "git": git_commit(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
@@ -54,9 +68,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(
+            raise ConfigError(
                 f"device {name!r} asked for but CUDA is not available in this torch "
                 f"({torch.__version__}); use --device auto or cpu"
             )
         return torch.device(name)
-    raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
+    raise ConfigError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")

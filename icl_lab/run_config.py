@@ -17,9 +17,13 @@ from icl_lab.config import (
     replace_path,
     to_dict,
 )
-from icl_lab.models import ModelConfig
+from icl_lab.model_config import ModelConfig
 from icl_lab.tasks import task_config_class
 from interventions.spec import Intervention
+
+
+# torch generators take seeds below 2**64; the lab derives seeds up to seed + 7919 from a run's seed
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,8 @@ class RunConfig:
     interventions: tuple[Intervention, ...] = ()
 
     def __post_init__(self) -> None:
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an integer in 0..{MAX_SEED} (the generators' range less the lab's offsets), got {self.seed!r}")
         cls = task_config_class(self.task)
         if not isinstance(self.task_config, cls):
             raise ConfigError(

@@ -24,20 +24,34 @@
 Layout: OUT/sweep.toml (the spec), OUT/runs/<name>/ (one run directory each, named by its
 axis values), OUT/sweep.parquet (one row per run: axis values, status, final metrics,
 transition steps). A run whose status is `done` is never redone; a `failed` one is redone
-only with retry_failed; a run killed mid-way (status `running`) resumes from its last
-checkpoint (exactly as if it had never stopped).
-Everything in the file is checked before any run starts.
+only with retry_failed; a run stopped by Ctrl-C (`stopped`) or killed mid-way (`running`, its
+writer gone) resumes from its newest intact checkpoint, exactly as if it had never stopped;
+a run another live process is writing is reported `locked` and left alone.
+Everything in the file is checked before any run starts, every member's interventions
+against that member's model included.
+
+Ctrl-C stops the sweep: the runs under way are marked `stopped` and `SweepInterrupted` (a
+KeyboardInterrupt) says how to continue. Worker processes die with the sweep, even a
+`kill -9`ed one, and split the CPU cores between them (`threads` torch threads each).
 """
 
 from __future__ import annotations
 
+import _thread
+import contextlib
+import ctypes
 import dataclasses
 import itertools
+import json
 import os
 import re
-import shutil
+import signal
+import sys
+import threading
+import time
 import tomllib
 import traceback
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -50,11 +64,24 @@ from tqdm.auto import tqdm
 from icl_lab.config import ConfigError, did_you_mean
 from icl_lab.presets import get_preset
 from icl_lab.run_config import RunConfig
-from icl_lab.store import atomic_write, atomic_write_bytes, atomic_write_json, load_run, read_json
+from icl_lab.store import (
+    RunError,
+    RunLock,
+    RunLocked,
+    atomic_write,
+    atomic_write_bytes,
+    intact_state_steps,
+    load_run,
+    read_status,
+    record_failure,
+)
 from interventions.spec import Intervention
 
 EXECUTORS = ("local", "ray")
 SECTIONS = ("sweep", "axes", "conditions", "ablation")
+# a member's status in the sweep table: its run's state, `locked` while another live process
+# writes it, `pending` before it starts; listed in this order in the one-line outcome
+MEMBER_STATES = ("done", "failed", "locked", "stopped", "running", "pending")
 
 
 @dataclass(frozen=True)
@@ -86,7 +113,9 @@ def load_sweep(path: str | Path) -> tuple[list[SweepRun], str]:
     if not path.exists():
         raise ConfigError(f"sweep file {path} does not exist")
     text = path.read_text()
-    return expand(text, source=str(path)), text
+    runs = expand(text, source=str(path))
+    check_interventions(runs, text, source=str(path))
+    return runs, text
 
 
 def expand(text: str, source: str = "<sweep>") -> list[SweepRun]:
@@ -114,8 +143,8 @@ def expand(text: str, source: str = "<sweep>") -> list[SweepRun]:
     for name, table in (data.get("conditions") or {}).items():
         specs = table.get("intervention", []) if isinstance(table, dict) else None
         if specs is None or not isinstance(specs, list) or set(table) - {"intervention"}:
-            raise ConfigError(f"{_where(source, text, name)}: [conditions.{name}] holds only [[conditions.{name}.intervention]] tables")
-        conditions[name] = tuple(Intervention.from_dict(s, where=f"{_where(source, text, name)}: conditions.{name}") for s in specs)
+            raise ConfigError(f"{_where(source, text, f'conditions.{name}')}: [conditions.{name}] holds only [[conditions.{name}.intervention]] tables")
+        conditions[name] = tuple(Intervention.from_dict(s, where=f"{_where(source, text, f'conditions.{name}')}: conditions.{name}") for s in specs)
 
     axes = data.get("axes") or {}
     for key, values in axes.items():
@@ -158,109 +187,372 @@ def expand(text: str, source: str = "<sweep>") -> list[SweepRun]:
     return runs
 
 
-def run_one(run: SweepRun, runs_dir: str, threads: int = 1, resume: bool = False) -> dict[str, Any]:
-    """Train one grid point (in a worker); `resume` continues a killed run from its last
-    checkpoint. Never raises: a failure is recorded in its status."""
+def check_interventions(runs: list[SweepRun], text: str, source: str = "<sweep>") -> None:
+    """Check every member's interventions against that member's model and task, before any
+    run starts: each distinct (task, model) is built once on the CPU and each distinct set of
+    specs validated on it by the intervention engine (hook names, heads, positions, targets)."""
+    import torch
+
+    from icl_lab.models import build_model
+    from icl_lab.tasks import make_task
+    from interventions.engine import InterventionEngine
+
+    shapes: dict[str, tuple[Any, Any]] = {}  # (task, task_config, model) -> (model, task)
+    checked: set[str] = set()
+    for run in runs:
+        if not run.config.get("interventions"):
+            continue
+        shape = json.dumps([run.config["task"], run.config["task_config"], run.config["model"]], sort_keys=True)
+        key = json.dumps([shape, run.config["interventions"]], sort_keys=True)
+        if key in checked:
+            continue
+        checked.add(key)
+        config = RunConfig.from_dict(run.config)
+        if shape not in shapes:
+            try:
+                with torch.random.fork_rng():  # leave the caller's random state alone
+                    task = make_task(config.task, config.task_config, seed=config.seed, device="cpu")
+                    shapes[shape] = (build_model(config.model, task.io, seed=config.seed + 1, device="cpu"), task)
+            except ConfigError as err:
+                raise ConfigError(f"{source}: member {run.name!r}: {err}") from None
+        try:
+            InterventionEngine(*shapes[shape], config.interventions).close()
+        except ConfigError as err:
+            condition = run.axes.get("condition")
+            where = _where(source, text, f"conditions.{condition}") if condition is not None else source
+            raise ConfigError(f"{where}: member {run.name!r}: {err}") from None
+
+
+# -- the sweep's own layout ----------------------------------------------------------------
+@dataclass(frozen=True)
+class SweepPaths:
+    """OUT/sweep.toml, OUT/sweep.parquet and OUT/runs/<name>; inside a run the store decides."""
+
+    dir: Path
+
+    @property
+    def spec(self) -> Path:
+        return self.dir / "sweep.toml"
+
+    @property
+    def table(self) -> Path:
+        return self.dir / "sweep.parquet"
+
+    @property
+    def runs(self) -> Path:
+        return self.dir / "runs"
+
+    def run(self, name: str) -> Path:
+        return self.runs / name
+
+
+# -- one member --------------------------------------------------------------------------
+_stop_event = None  # in a sweep worker: set by the parent when the sweep stops
+
+
+def _interrupt_once(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the cleanup
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """In a worker, Ctrl-C (or the parent's stop) interrupts the run it is running; an idle
+    worker ignores it. In the sweep's own process, nothing changes."""
+    if _stop_event is None:
+        yield
+        return
+    signal.signal(signal.SIGINT, _interrupt_once)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _status_or_none(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return read_status(run_dir)
+    except RunError:
+        return None
+
+
+def run_one(run: SweepRun, run_dir: str | Path, threads: int | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train one grid point into `run_dir` (`resume`: continue it from its newest intact
+    checkpoint) and run its ablation scans. Returns {"name", "state", "error"}; a failure is
+    recorded in the run's status, never raised. Ctrl-C (KeyboardInterrupt) propagates, the
+    run marked stopped by the trainer."""
     import torch
 
     from icl_lab.train import train
 
-    torch.set_num_threads(threads)
-    out = Path(runs_dir) / run.name
-    try:
-        config = RunConfig.from_dict(run.config)
-        train(config, out, progress=False, overwrite=True, resume=resume)
-        for scan in run.ablations:
-            from icl_lab.ablate import ablation_scan
+    if threads is not None:
+        torch.set_num_threads(threads)
+    out = Path(run_dir)
+    with _interruptible():
+        if _stop_event is not None and _stop_event.is_set():
+            return {"name": run.name, "state": "pending", "error": ""}  # the sweep stopped first
+        before = _status_or_none(out)
+        try:
+            train(RunConfig.from_dict(run.config), out, progress=False, overwrite=True, resume=resume)
+            for scan in run.ablations:
+                from icl_lab.ablate import ablation_scan
 
-            ablation_scan(out, kind=scan.get("kind", "zero"), over=scan.get("over", "heads"), metrics=scan.get("metrics"))
-        return {"name": run.name, "state": "done"}
-    except BaseException as err:  # recorded, not fatal to the sweep
-        message = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-        status = read_json(out / "status.json", {})
-        if status.get("state") != "failed":
-            out.mkdir(parents=True, exist_ok=True)
-            if not (out / "config.json").exists():
-                atomic_write_json(out / "config.json", run.config)
-            atomic_write_json(out / "status.json", {"state": "failed", "error": message})
-        return {"name": run.name, "state": "failed", "error": str(err)}
+                ablation_scan(out, kind=scan.get("kind", "zero"), over=scan.get("over", "heads"), metrics=scan.get("metrics"))
+            return {"name": run.name, "state": "done", "error": ""}
+        except RunLocked as err:
+            return {"name": run.name, "state": "locked", "error": str(err)}
+        except Exception as err:  # recorded, not fatal to the sweep
+            message = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+            after = _status_or_none(out)
+            if after is None or after.get("state") != "failed" or after == before:
+                try:  # the trainer records failures of a run it started; this is any other
+                    record_failure(out, run.config, message, verb="sweep")
+                except RunLocked as locked:
+                    return {"name": run.name, "state": "locked", "error": str(locked)}
+            return {"name": run.name, "state": "failed", "error": str(err)}
 
 
-def pending(runs: list[SweepRun], runs_dir: Path, retry_failed: bool) -> list[SweepRun]:
+def _live_holder(run_dir: Path) -> str | None:
+    holder = RunLock.holder(run_dir)
+    return holder.describe() if holder is not None and holder.alive() else None
+
+
+def pending(runs: list[SweepRun], layout: SweepPaths, retry_failed: bool) -> list[tuple[SweepRun, bool]]:
+    """The members to run now, each with whether it resumes. Done ones are skipped, failed
+    ones unless retry_failed, locked ones (a live process writes them) left alone; a stopped
+    or killed run resumes when it has an intact checkpoint and its stored config is this
+    member's, and starts afresh otherwise. A directory without a status (a run interrupted
+    while it was being created) is first recorded as failed, so that it can be replaced."""
     todo = []
     for run in runs:
-        state = read_json(runs_dir / run.name / "status.json", {}).get("state")
+        folder = layout.run(run.name)
+        if _live_holder(folder):
+            continue
+        state = (_status_or_none(folder) or {}).get("state")
+        if state in (None, "unknown") and folder.is_dir() and any(folder.iterdir()):
+            record_failure(folder, run.config, "interrupted before the run started", verb="sweep")
         if state == "done" or (state == "failed" and not retry_failed):
             continue
-        todo.append(run)
+        todo.append((run, state in ("stopped", "running") and _can_resume(folder, run)))
     return todo
 
 
-def run_sweep(
-    spec: str | Path, out: str | Path, executor: str = "local", workers: int = 1,
-    retry_failed: bool = False, progress: bool = True,
-) -> pl.DataFrame:
-    if executor not in EXECUTORS:
-        raise ConfigError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
-    runs, text = load_sweep(spec)
-    out = Path(out)
-    runs_dir = out / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "sweep.toml", text.encode())
-    todo = pending(runs, runs_dir, retry_failed)
-    resumable = set()
-    for run in todo:  # a run killed mid-way resumes from its last checkpoint; others start afresh
-        folder = runs_dir / run.name
-        killed = read_json(folder / "status.json", {}).get("state") == "running"
-        if killed and any((folder / "checkpoints").glob("*.state.pt")):
-            resumable.add(run.name)
-        elif folder.exists():
-            shutil.rmtree(folder)
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 1
-    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), disable=not progress, desc="sweep", unit="run")
-    if executor == "local":
-        if workers == 1:
-            for run in todo:
-                run_one(run, str(runs_dir), threads, run.name in resumable)
-                bar.update(1)
-        else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(run_one, run, str(runs_dir), threads, run.name in resumable) for run in todo]
-                for future in as_completed(futures):
-                    future.result()
-                    bar.update(1)
-    else:
-        import ray
+def _can_resume(run_dir: Path, run: SweepRun) -> bool:
+    from icl_lab.checkpoints import run_config_of
 
-        if not ray.is_initialized():
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-        remote = ray.remote(num_cpus=1)(run_one)
-        refs = [remote.remote(run, str(runs_dir), threads, run.name in resumable) for run in todo]
+    try:
+        same = run_config_of(run_dir).to_dict() == RunConfig.from_dict(run.config).to_dict()
+    except RunError:
+        return False
+    return same and bool(intact_state_steps(run_dir)[0])
+
+
+# -- worker processes ----------------------------------------------------------------------
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _init_worker(parent_pid: int, stop: Any, threads: int) -> None:
+    """A sweep worker: dies with the sweep process (even a kill -9ed one), runs `threads`
+    torch threads, ignores Ctrl-C while idle and interrupts its run when `stop` is set."""
+    global _stop_event
+    _stop_event = stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:  # the kernel kills us when the parent dies
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass  # the watcher thread below notices within a second
+    if os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before prctl took effect
+    threading.Thread(target=_watch_parent, args=(parent_pid, stop), daemon=True, name="sweep-watch").start()
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _watch_parent(parent_pid: int, stop: Any) -> None:
+    """Exit when the parent is gone (reparented); interrupt the main thread once on `stop`."""
+    interrupted = False
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(1)
+        if interrupted:
+            time.sleep(0.5)
+        elif stop.wait(0.5):
+            interrupted = True
+            _thread.interrupt_main(signal.SIGINT)  # a no-op while idle (SIGINT ignored)
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """Ignore Ctrl-C while worker processes are created, so that they are born ignoring it
+    (Python keeps an inherited SIG_IGN): a worker starting up cannot die of it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_in_workers(todo: list[tuple[SweepRun, bool]], layout: SweepPaths, workers: int, threads: int, bar: Any) -> None:
+    context = get_context("spawn")
+    stop = context.Event()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                               initargs=(os.getpid(), stop, threads))
+    try:
+        with _sigint_ignored():
+            futures = [pool.submit(run_one, run, layout.run(run.name), None, resume) for run, resume in todo]
+        for future in as_completed(futures):
+            future.result()  # a run's KeyboardInterrupt comes back here and stops the sweep
+            bar.update(1)
+    except BaseException:
+        stop.set()  # each worker interrupts its run (marked stopped) and starts no other
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _run_on_ray(todo: list[tuple[SweepRun, bool]], layout: SweepPaths, workers: int, threads: int, bar: Any) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(num_cpus=1)(run_one)
+    refs = [remote.remote(run, layout.run(run.name), threads, resume) for run, resume in todo]
+    try:
         while refs:
             done, refs = ray.wait(refs, num_returns=1)
             ray.get(done)
             bar.update(1)
+    except KeyboardInterrupt:
+        for ref in refs:
+            ray.cancel(ref)  # raises KeyboardInterrupt in a running task: its run is marked stopped
+        ray.wait(refs, num_returns=len(refs), timeout=60)
+        raise
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int):
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def default_threads(workers: int) -> int:
+    """Torch threads per run: this process's thread budget split between the workers. The
+    budget is torch's thread count (OMP_NUM_THREADS when set), at most the cores this process
+    may use; on tiny models and busy machines more threads than cores slow a run down."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, torch.get_num_threads()) // workers)
+
+
+# -- the sweep -----------------------------------------------------------------------------
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the sweep; the message counts the members and says how to continue.
+    `table` is the sweep table as it was left (also written to OUT/sweep.parquet)."""
+
+    def __init__(self, message: str, table: pl.DataFrame):
+        super().__init__(message)
+        self.table = table
+
+
+def run_sweep(
+    spec: str | Path, out: str | Path, executor: str = "local", workers: int = 1,
+    retry_failed: bool = False, progress: bool = True, threads: int | None = None,
+) -> pl.DataFrame:
+    """Run every pending member of the sweep in `spec` into `out` and return the sweep table
+    (see `sweep_outcome` for its verdict). `threads`: torch threads per run (default
+    `default_threads(workers)`). Ctrl-C raises SweepInterrupted."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    threads = threads or default_threads(workers)
+    runs, text = load_sweep(spec)
+    layout = SweepPaths(Path(out))
+    layout.runs.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(layout.spec, text.encode())
+    todo = pending(runs, layout, retry_failed)
+    bar = tqdm(total=len(runs), initial=len(runs) - len(todo), disable=not progress, desc="sweep", unit="run")
+    try:
+        if executor == "ray":
+            _run_on_ray(todo, layout, workers, threads, bar)
+        elif workers > 1:
+            _run_in_workers(todo, layout, workers, threads, bar)
+        else:
+            with _torch_threads(threads):
+                for run, resume in todo:
+                    run_one(run, layout.run(run.name), None, resume)
+                    bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        table = write_sweep_table(runs, layout)
+        stopped = table.filter(pl.col("status").is_in(["stopped", "running"]))["run"].to_list()
+        resumes = f"resumes {', '.join(stopped)} from the last checkpoint and " if stopped else ""
+        raise SweepInterrupted(
+            f"sweep stopped by Ctrl-C ({status_counts(table)}); running it again "
+            f"with the same file and --out {layout.dir} {resumes}runs the rest", table) from None
     bar.close()
-    table = summarize_sweep(runs, runs_dir)
-    atomic_write(out / "sweep.parquet", lambda tmp: table.write_parquet(tmp))
+    return write_sweep_table(runs, layout)
+
+
+def write_sweep_table(runs: list[SweepRun], layout: SweepPaths) -> pl.DataFrame:
+    table = summarize_sweep(runs, layout)
+    atomic_write(layout.table, lambda tmp: table.write_parquet(tmp))
     return table
 
 
-def summarize_sweep(runs: list[SweepRun], runs_dir: Path) -> pl.DataFrame:
+def summarize_sweep(runs: list[SweepRun], layout: SweepPaths) -> pl.DataFrame:
+    """One row per member: axis values, status (MEMBER_STATES), the last line of its error,
+    final metrics and transition steps of the done ones."""
     rows = []
     for run in runs:
+        folder = layout.run(run.name)
         row: dict[str, Any] = {"run": run.name}
         row.update({f"axis.{k}": str(v) for k, v in run.axes.items()})
-        status = read_json(runs_dir / run.name / "status.json", {})
-        row["status"] = status.get("state", "missing")
-        row["error"] = (status.get("error") or "").strip().splitlines()[-1] if status.get("error") else ""
+        try:
+            status = read_status(folder)
+        except RunError as err:
+            status = {"state": "failed", "error": str(err)}
+        error = (status.get("error") or "").strip()
+        holder = _live_holder(folder)
+        row["status"] = "locked" if holder else "pending" if status["state"] == "unknown" else status["state"]
+        row["error"] = f"being written by {holder}" if holder else error.splitlines()[-1] if error else ""
         if row["status"] == "done":
-            r = load_run(runs_dir / run.name)
+            r = load_run(folder)
             for metric, value in sorted(r.summary.get("final", {}).items()):
                 row[f"final.{metric}"] = float(value)
             for metric, t in r.summary.get("transitions", {}).items():
                 row[f"transition.{metric}"] = t.get("transition_step")
         rows.append(row)
     return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def sweep_outcome(table: pl.DataFrame, shown: int = 3) -> tuple[int, str]:
+    """(exit code, one line) for a sweep table: 0 when every member is done, else 1; the line
+    counts members by status and names each one not done with the last line of its error,
+    e.g. "3 done, 1 failed: seed=2: RuntimeError: ...". """
+    line = status_counts(table)
+    bad = table.filter(pl.col("status") != "done")
+    details = [f"{name}: {error or status}" for name, status, error in bad.select("run", "status", "error").iter_rows()]
+    if len(details) > shown:
+        details = details[:shown] + [f"and {len(details) - shown} more (see sweep.parquet)"]
+    return (1 if bad.height else 0), line + (": " + "; ".join(details) if details else "")
+
+
+def status_counts(table: pl.DataFrame) -> str:
+    """"3 done, 1 failed": members by status, in MEMBER_STATES order."""
+    counts = Counter(table["status"].to_list())
+    return ", ".join(f"{counts[s]} {s}" for s in sorted(counts, key=lambda s: (MEMBER_STATES + (s,)).index(s)))

@@ -12,25 +12,34 @@ model after s updates.
 from __future__ import annotations
 
 import math
-import shutil
-import time
-import traceback
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
 from icl_lab.config import ConfigError, TrainConfig
 from icl_lab.measures import evaluate
-from icl_lab.models import LabModel, build_model
 from icl_lab.phases import find_transition
-from icl_lab.provenance import device_description, git_commit, package_versions, resolve_device
+from icl_lab.provenance import provenance_record, resolve_device
 from icl_lab.run_config import RunConfig
-from icl_lab.store import RunWriter, load_checkpoint, load_metrics
-from icl_lab.tasks import make_task
+from icl_lab.lifecycle import RunLifecycle
+from icl_lab.store import (
+    RunError,
+    TrainingState,
+    check_new_run_dir,
+    intact_state_steps,
+    load_metrics,
+    load_training_state,
+)
+from icl_lab.tasks import make_task, task_after_training
+from icl_lab.checkpoints import load_model, restore_weights, run_config_of  # load_model: the checkpoint target's reference models
 from interventions.engine import InterventionEngine
+
+if TYPE_CHECKING:  # icl_lab.models imports TransformerLens (seconds): loaded when a model is built
+    from icl_lab.models import LabModel
 
 
 @dataclass
@@ -69,24 +78,11 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 def run_record(config: RunConfig, device: torch.device) -> dict[str, Any]:
     """config.json: the full config plus what is needed to trust and rerun it."""
-    return {
-        **config.to_dict(),
-        "resolved_device": str(device),
-        "device_description": device_description(device),
-        "versions": package_versions(),
-        "git": git_commit(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    return {**config.to_dict(), **provenance_record(device)}
 
 
-def check_run_dir(out: str | Path, overwrite: bool) -> Path:
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"run directory {out} already exists and is not empty; "
-            "choose another --out or pass --overwrite"
-        )
-    return out
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite (the run is marked failed at that step)."""
 
 
 def train(
@@ -100,16 +96,20 @@ def train(
     """Train `config` and store the run in `out`. Returns the trained model and the summary.
 
     Everything is checked (device, run directory, interventions against the model) before
-    anything is written. With `resume`, a run stopped mid-way (killed, failed) continues from
-    its latest checkpoint: weights, optimizer, schedule, data stream, loss window and clamp
-    state are restored, so the finished run equals one that never stopped.
+    anything is written. With `resume`, a run stopped mid-way (killed, failed, interrupted)
+    continues from its newest intact checkpoint: weights, optimizer, schedule, data stream,
+    loss window and clamp state are restored, so the finished run equals one that never
+    stopped. Only a run the lab wrote is ever overwritten, and a run has one writer at a time.
     """
     device = resolve_device(config.device)
-    out = Path(out) if resume else check_run_dir(out, overwrite)
+    if not resume:
+        check_new_run_dir(out, overwrite)
     torch.manual_seed(config.seed)
     task = make_task(config.task, config.task_config, seed=config.seed, device=device)
+    from icl_lab.models import build_model
+
     model = build_model(config.model, task.io, seed=config.seed + 1, device=device)
-    engine = InterventionEngine(model, task, config.interventions) if config.interventions else None
+    engine = InterventionEngine(model, task, config.interventions, load_reference=lambda run, step, device: load_model(run, step, device)[0]) if config.interventions else None
     cfg = config.train
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -118,28 +118,35 @@ def train(
     loss_dtype = torch.float64 if cfg.loss_dtype == "float64" else torch.float32
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     loss_count = 0
+    first_nonfinite = torch.full((), -1, device=device, dtype=torch.long)
     eval_steps: list[int] = []
-    start_step = 0
+    start_step = -1  # the newest checkpoint training continues from; -1: none (start at step 0)
 
     if resume:
-        start_step = latest_resumable_step(out, config)
-        state = torch.load(out / "checkpoints" / f"step_{start_step}.state.pt", map_location=device, weights_only=False)
-        model.load_checkpoint_state({k: v.to(device) for k, v in load_checkpoint(out, start_step).items()})
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        data_gen.set_state(state["data_generator"].cpu() if device.type == "cpu" else state["data_generator"])
-        torch.set_rng_state(state["torch_rng"])
-        loss_sum, loss_count, eval_steps = state["loss_sum"].to(device), state["loss_count"], list(state["eval_steps"])
-        if engine is not None:
-            engine.calls.update(state["engine_calls"])
-            engine.set_running_means(state["engine_running"])
-        writer = RunWriter.reopen(out, keep_until=start_step)
+        run = RunLifecycle.resume(out, verb="resume")
+        try:
+            start_step = resumable_step(Path(out), config)
+            if start_step >= 0:
+                state = load_training_state(out, start_step)  # intact: checked by resumable_step
+                restore_weights(model, out, start_step)
+        except BaseException:
+            run.writer.close()
+            raise
+        if start_step >= 0:
+            optimizer.load_state_dict(state.optimizer)
+            scheduler.load_state_dict(state.scheduler)
+            data_gen.set_state(state.data_generator)
+            torch.set_rng_state(state.torch_rng)
+            loss_sum, loss_count, eval_steps = state.loss_sum.to(device), state.loss_count, list(state.eval_steps)
+            first_nonfinite = state.first_nonfinite_step.to(device)
+            if engine is not None:
+                restore_engine_state(engine, state)
+        run.writer.rewind(start_step)
     else:
-        if out.exists() and overwrite:
-            shutil.rmtree(out)
-        writer = RunWriter(out, run_record(config, device))
-    started = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=start_step, disable=not progress, desc=f"{config.task}/{config.preset or 'custom'}", unit="step")
+        run = RunLifecycle.start(out, run_record(config, device), verb="train", overwrite=overwrite)
+    writer = run.writer
+    out = writer.dir
+    bar = tqdm(total=cfg.steps, initial=max(start_step, 0), disable=not progress, desc=f"{config.task}/{config.preset or 'custom'}", unit="step")
 
     def record(step: int) -> dict[str, float]:
         nonlocal loss_sum, loss_count
@@ -151,96 +158,122 @@ def train(
             values["train_loss"] = loss_sum / loss_count
         values["lr"] = torch.tensor(optimizer.param_groups[0]["lr"], dtype=torch.float64)
         names = sorted(values)
-        host = torch.stack([values[n].to(device=device, dtype=torch.float64) for n in names]).cpu()
-        floats = dict(zip(names, host.tolist()))
+        host = torch.stack([values[n].to(device=device, dtype=torch.float64) for n in names]
+                           + [first_nonfinite.to(torch.float64)]).cpu().tolist()
+        floats = dict(zip(names, host))
         writer.add_metrics(step, floats)
         writer.flush_metrics()
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         loss_count = 0
+        if host[-1] >= 0 and cfg.nonfinite_loss == "fail":
+            raise NonFiniteLoss(
+                f"the training loss became non-finite at step {int(host[-1])} "
+                "(set train.nonfinite_loss=continue to keep training through it)"
+            )
         return floats
 
     def checkpoint(step: int) -> None:
-        writer.save_checkpoint(step, model.checkpoint_state())
-        writer.save_training_state(step, {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "data_generator": data_gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "loss_sum": loss_sum,
-            "loss_count": loss_count,
-            "eval_steps": list(eval_steps),
-            "engine_calls": dict(engine.calls) if engine is not None else {},
-            "engine_running": engine.running_means() if engine is not None else {},
-        })
+        writer.save_checkpoint(step, model.checkpoint_state(), TrainingState(
+            step=step,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            data_generator=data_gen.get_state(),
+            torch_rng=torch.get_rng_state(),
+            loss_sum=loss_sum,
+            loss_count=loss_count,
+            eval_steps=list(eval_steps),
+            first_nonfinite_step=first_nonfinite,
+            **engine_state(engine),
+        ))
 
     def should(every: int, step: int) -> bool:
         return step == 0 or step == cfg.steps or (every > 0 and step % every == 0)
 
-    try:
-        model.train()
-        if start_step == 0:
-            record(0)
-            checkpoint(0)
-        for step in range(start_step + 1, cfg.steps + 1):
+    with run:
+        try:
+            model.train()
+            if start_step < 0:  # a new run, or one killed before its first checkpoint was complete
+                start_step = 0
+                record(0)
+                checkpoint(0)
+            for step in range(start_step + 1, cfg.steps + 1):
+                if engine is not None:
+                    engine.set_step(step - 1, "train")  # the update from step-1 to step
+                batch = task.sample_batch(cfg.batch_size, data_gen)
+                logits = model.forward_batch(batch)
+                loss = task.loss(logits.to(loss_dtype), batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                loss = loss.detach()
+                first_nonfinite = torch.where((first_nonfinite < 0) & ~torch.isfinite(loss), step, first_nonfinite)
+                loss_sum += loss.to(torch.float64)
+                loss_count += 1
+                if should(cfg.eval_every, step):
+                    last = record(step)
+                    bar.set_postfix({k: f"{last[k]:.3f}" for k in config.track if k in last})
+                if should(cfg.checkpoint_every, step):
+                    checkpoint(step)
+                bar.update(1)
             if engine is not None:
-                engine.set_step(step - 1, "train")  # the update from step-1 to step
-            batch = task.sample_batch(cfg.batch_size, data_gen)
-            logits = model.forward_batch(batch)
-            loss = task.loss(logits.to(loss_dtype), batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach().to(torch.float64)
-            loss_count += 1
-            if should(cfg.eval_every, step):
-                last = record(step)
-                bar.set_postfix({k: f"{last[k]:.3f}" for k in config.track if k in last})
-            if should(cfg.checkpoint_every, step):
-                checkpoint(step)
-            bar.update(1)
+                check_interventions_fired(engine, cfg.steps, eval_steps)
+        finally:
+            bar.close()
+            if engine is not None:
+                engine.close()
+        after = task_after_training(task, out)
+        summary = summarize(out, config, run.wall_seconds)
+        summary.update(after)
         if engine is not None:
-            check_interventions_fired(engine, cfg.steps, eval_steps)
-    except BaseException as err:
-        bar.close()
-        if engine is not None:
-            engine.close()
-        writer.flush_metrics()
-        writer.set_status(
-            "failed",
-            error="".join(traceback.format_exception(type(err), err, err.__traceback__)),
-            wall_seconds=time.perf_counter() - started,
-        )
-        raise
-    bar.close()
-    wall = time.perf_counter() - started
-    summary = summarize(out, config, wall)
-    if engine is not None:
-        summary["intervention_calls"] = engine.call_counts()
-        engine.close()
-    writer.write_summary(summary)
-    writer.set_status("done", wall_seconds=wall, steps=cfg.steps)
+            summary["intervention_calls"] = engine.call_counts()
+        run.finish(summary, steps=cfg.steps)
     return TrainResult(run_dir=out, model=model, task=task, summary=summary)
 
 
-def latest_resumable_step(out: Path, config: RunConfig) -> int:
-    """The last step with both weights and training state, after checking the stored config."""
-    from icl_lab.checkpoints import run_config_of
-    from icl_lab.store import checkpoint_steps
+def engine_state(engine: InterventionEngine | None) -> dict[str, Any]:
+    """The clamp engine's call counts and running-mean targets, keyed by strings."""
+    if engine is None:
+        return {"intervention_calls": {}, "intervention_running": {}}
+    return {
+        "intervention_calls": {f"{i}|{name}|{phase}": n for (i, name, phase), n in engine.calls.items()},
+        "intervention_running": {f"{i}|{name}": t for (i, name), t in engine.running_means().items()},
+    }
 
-    if not (out / "config.json").exists():
-        raise FileNotFoundError(f"{out} is not a run directory (no config.json); nothing to resume")
+
+def restore_engine_state(engine: InterventionEngine, state: TrainingState) -> None:
+    for key, n in state.intervention_calls.items():
+        i, name, phase = key.split("|")
+        engine.calls[(int(i), name, phase)] = n
+    running = {}
+    for key, tensor in state.intervention_running.items():
+        i, name = key.split("|")
+        running[(int(i), name)] = tensor.to(next(engine.model.parameters()).device)
+    engine.set_running_means(running)
+
+
+def resumable_step(out: Path, config: RunConfig) -> int:
+    """The newest step whose weights and training state are intact, after checking the
+    stored config. A run stopped before its first complete checkpoint gives -1 (it starts
+    again from step 0, which is exact too); one whose checkpoints are all unreadable is
+    refused. Each newer checkpoint skipped is reported on stderr with the reason."""
     stored = run_config_of(out)
     if stored.to_dict() != config.to_dict():
         a, b = stored.to_dict(), config.to_dict()
         diff = [k for k in a if a[k] != b.get(k)]
         raise ConfigError(f"cannot resume {out}: its stored config differs in {', '.join(diff)}")
-    steps = [s for s in checkpoint_steps(out) if (out / "checkpoints" / f"step_{s}.state.pt").exists()]
-    if not steps:
-        raise FileNotFoundError(f"{out} has no checkpoint with training state to resume from")
-    return steps[-1]
+    steps, skipped = intact_state_steps(out)
+    newest = steps[-1] if steps else -1
+    for line in skipped:
+        if int(line.split()[1].rstrip(":")) > newest:
+            print(f"icl-lab: skipping the checkpoint at {line}", file=sys.stderr)
+    if newest < 0 and skipped:  # never replace checkpoints that could not be read
+        raise RunError(f"{out} has no intact checkpoint with training state to resume from ({'; '.join(skipped[-3:])})")
+    if newest < 0:
+        print(f"icl-lab: {out} was stopped before its first checkpoint; starting it again from step 0", file=sys.stderr)
+    return newest
 
 
 def check_interventions_fired(engine: InterventionEngine, train_steps: int, eval_steps: list[int]) -> None:

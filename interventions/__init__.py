@@ -6,10 +6,14 @@
 
 One mechanism for all of them: a spec says which activation, which heads and positions, what
 it becomes, when, how much and how gradients flow; `InterventionEngine` turns specs into
-TransformerLens forward hooks on a LabModel.
+TransformerLens forward hooks on any model with the `interventions.protocols.HookedModel`
+capabilities. What the selection becomes is a `Target` class registered under the spec's
+`target` name (`interventions.targets`). The package does not depend on `icl_lab`.
 """
 
-from interventions.engine import InterventionEngine, resolve_positions
+from interventions.engine import InterventionEngine
+from interventions.errors import ConfigError
+from interventions.selection import resolve_positions
 from interventions.spec import (
     TARGETS,
     Intervention,
@@ -17,13 +21,18 @@ from interventions.spec import (
     interventions_to_toml,
     load_interventions,
 )
+from interventions.targets import TARGET_CLASSES, Target, register
 
 __all__ = [
     "TARGETS",
+    "TARGET_CLASSES",
+    "ConfigError",
     "Intervention",
     "InterventionEngine",
+    "Target",
     "interventions_from_toml",
     "interventions_to_toml",
     "load_interventions",
+    "register",
     "resolve_positions",
 ]

@@ -5,7 +5,10 @@
     ... model.forward_batch(batch) ...                # active specs act on the activations
     engine.close()
 
-For each selected entry (heads × positions of the hook's activation) the hook computes
+Each spec's target is an object of the class registered under its `target` name
+(`interventions.targets`); the engine builds the selection mask, asks the target to validate
+itself and, in the hook, for its value. For each selected entry (heads × positions of the
+hook's activation) the hook computes
 
     mixed = (1 − α) · act + α · target
 
@@ -14,191 +17,159 @@ and returns `where(mask, mixed.detach(), act)` (gradient "detach") or
 gradient of `act`). Strength 0 returns the activation untouched (a bitwise no-op).
 Training step convention: the forward/backward that takes the model from step s to s + 1
 happens at step s; evaluation at step s sees the model after s updates.
+
+Validation refuses a hook that cannot change the model's output (one whose returned value
+TransformerLens discards, such as `hook_attn_scores` in TL4's native bridge, which fires after
+the softmax), a hook that is switched off (`hook_result` until `set_use_attn_result(True)`),
+and a hook carrying integer indices rather than activations.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import warnings
 from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 
 import torch
 
-from icl_lab.config import ConfigError, did_you_mean
-from interventions.spec import PATTERN_TARGETS, Intervention
+from interventions.errors import ConfigError, did_you_mean
+from interventions.protocols import (
+    ForwardCallbacks,
+    HookedModel,
+    LoadReference,
+    PositionRoles,
+    Task,
+    missing,
+)
+from interventions.selection import Site, layout_of, selection_mask
+from interventions.spec import Intervention
+from interventions.targets import TARGET_CLASSES
 
-HEAD_FIRST = ("hook_pattern", "hook_attn_scores")  # [batch, head, query_pos, key_pos]
-HEAD_AFTER_POS = ("hook_q", "hook_k", "hook_v", "hook_z", "hook_result", "hook_rot_q", "hook_rot_k")
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Which axes of an activation are heads / positions (batch is always axis 0)."""
-
-    shape: tuple[int, ...]  # without the batch axis
-    head_axis: int | None  # axes counted with batch at 0
-    pos_axes: tuple[int, ...]  # (pos,) or (query_pos, key_pos)
-
-    def describe(self, hook: str) -> str:
-        return f"{hook} with shape [batch, {', '.join(str(s) for s in self.shape)}]"
-
-
-def layout_of(hook_name: str, shape: tuple[int, ...]) -> Layout:
-    suffix = hook_name.rsplit(".", 1)[-1]
-    if suffix in HEAD_FIRST:
-        return Layout(shape, head_axis=1, pos_axes=(2, 3))
-    if suffix in HEAD_AFTER_POS and len(shape) == 3:
-        return Layout(shape, head_axis=2, pos_axes=(1,))
-    if len(shape) >= 1:
-        return Layout(shape, head_axis=None, pos_axes=(1,) if len(shape) >= 2 else ())
-    return Layout(shape, head_axis=None, pos_axes=())
-
-
-def resolve_positions(sel, length: int, roles: dict[str, list[int]], where: str) -> list[int] | None:
-    """A position selector -> sorted indices in [0, length), or None for all."""
-    if sel == "all":
-        return None
-    if isinstance(sel, str) and ":" in sel:
-        parts = [int(p) if p.strip() else None for p in sel.split(":")]
-        return list(range(length))[slice(*parts)]
-    if isinstance(sel, str):
-        if sel not in roles:
-            raise ConfigError(
-                f"{where}: unknown position role {sel!r}.{did_you_mean(sel, sorted(roles))} "
-                f"Valid roles: {', '.join(sorted(roles))}, or indices / slices"
-            )
-        return list(roles[sel])
-    indices = [sel] if isinstance(sel, int) else list(sel)
-    bad = [i for i in indices if not -length <= i < length]
-    if bad:
-        raise ConfigError(f"{where}: positions {bad} out of range for {length} positions (0..{length - 1})")
-    return sorted({i % length for i in indices})
+# TransformerLens removes hooks by `level`; its hooks() contexts count 1, 2, ... so ours are
+# negative, one per installed spec, and removing a spec's hooks touches no one else's.
+_LEVELS = itertools.count(-1, -1)
 
 
 class InterventionEngine:
-    """Applies a list of Intervention specs to a LabModel as forward hooks."""
+    """Applies a list of Intervention specs to a HookedModel as forward hooks.
 
-    def __init__(self, model, task, specs: list[Intervention] | tuple[Intervention, ...]):
+    `load_reference(run, step, device)` loads another run's model, for `checkpoint` targets.
+    """
+
+    def __init__(
+        self,
+        model: HookedModel,
+        task: Task,
+        specs: list[Intervention] | tuple[Intervention, ...],
+        *,
+        load_reference: LoadReference | None = None,
+    ):
+        for obj, protocol in ((model, HookedModel), (task, Task)):
+            if not isinstance(obj, protocol):
+                raise TypeError(
+                    f"{type(obj).__name__} is not an interventions.protocols.{protocol.__name__}: "
+                    f"it lacks {', '.join(missing(obj, protocol))}"
+                )
         self.model = model
         self.task = task
         self.specs = list(specs)
-        self.calls: Counter = Counter()  # (spec index, hook name, phase) -> calls
-        self._handles: dict[int, list] = {}
+        self.load_reference = load_reference
+        self.targets = [TARGET_CLASSES[spec.target](spec) for spec in self.specs]
+        self.device = next(model.parameters()).device
+        self.example = task.sample_batch(2, task.make_generator(0))  # for dry runs
+        self.calls: Counter = Counter()  # (spec index, hook name, phase) -> hook calls
+        self.sites: dict[tuple[int, str], Site] = {}
         self._masks: dict[tuple[int, str], torch.Tensor] = {}
-        self._running: dict[tuple[int, str], torch.Tensor] = {}
-        self._file_targets: dict[int, torch.Tensor] = {}
-        self._references: dict[int, object] = {}
-        self._reference_cache: dict[int, dict[str, torch.Tensor]] = {}
+        self._levels: dict[int, int] = {}  # installed spec index -> its hooks' level
         self._active: tuple[int, ...] = ()
-        self._other_input = None
+        self.other_input = None
         self._bypass = False  # True while the engine runs the model for its own targets
         self.phase = "train"
-        self.layouts: dict[str, Layout] = {}
         self.validate()
-        if any(s.target in ("checkpoint", "resample", "other_input") for s in self.specs):
-            model.pre_forward_callbacks.append(self._run_references)
+        if isinstance(model, ForwardCallbacks):
+            model.pre_forward_callbacks.append(self._before_forward)
 
     # -- validation -----------------------------------------------------------------------
     def validate(self) -> None:
         """Check every spec against the model before any training; raise ConfigError."""
         valid = self.model.hook_names()
-        names = sorted({n for s in self.specs for n in s.hook_names})
         for spec in self.specs:
             for name in spec.hook_names:
                 if name not in valid:
-                    near = did_you_mean(name, valid)
-                    raise ConfigError(
-                        f"intervention {spec.label}: unknown hook name {name!r}.{near} "
-                        f"(`model.hook_names()` lists all {len(valid)})"
-                    )
-        shapes = self._dry_run_shapes(names)
-        self.layouts = {n: layout_of(n, shapes[n]) for n in names}
-        roles = self.task.position_roles() if hasattr(self.task, "position_roles") else {}
+                    self._refuse_unlisted(spec, name, valid)
+        first_spec = {name: spec for spec in reversed(self.specs) for name in spec.hook_names}
+        example = self.example
+        with torch.no_grad():
+            output, cache = self.model.run_with_cache(
+                example.inputs, example.positions, names=sorted(first_spec), batch=example
+            )
+        for name, spec in first_spec.items():
+            self._check_hook_acts(spec, name, cache[name], output)
+        roles = self.task.position_roles() if isinstance(self.task, PositionRoles) else {}
         for i, spec in enumerate(self.specs):
             for name in spec.hook_names:
-                self._masks[(i, name)] = self._build_mask(spec, name, self.layouts[name], roles)
-                self._validate_target(i, spec, name, self.layouts[name], shapes[name])
+                layout = layout_of(name, tuple(cache[name].shape[1:]))
+                site = Site(name, layout, f"intervention {spec.label} on {layout.describe(name)}")
+                self._masks[(i, name)] = selection_mask(spec, site, roles, self.device)
+                self.targets[i].validate(site, self)
+                self.sites[(i, name)] = site
 
-    def _dry_run_shapes(self, names: list[str]) -> dict[str, tuple[int, ...]]:
-        gen = self.task.make_generator(0)
-        batch = self.task.sample_batch(2, gen)
-        with torch.no_grad():
-            _, cache = self.model.run_with_cache(batch.inputs, batch.positions, names=names, batch=batch)
-        return {n: tuple(cache[n].shape[1:]) for n in names}
+    def _refuse_unlisted(self, spec: Intervention, name: str, valid: list[str]) -> None:
+        """A hook name the model does not list: switched off, silent, or unknown."""
+        example = self.example
+        try:
+            with torch.no_grad():
+                _, cache = self.model.run_with_cache(example.inputs, example.positions, names=[name], batch=example)
+        except ValueError as err:  # TransformerLens refuses a gated hook and says how to enable it
+            raise ConfigError(f"intervention {spec.label}: hook {name!r} is switched off in this model: {err}") from None
+        except KeyError:
+            cache = None
+        if cache is not None:
+            raise ConfigError(
+                f"intervention {spec.label}: hook {name!r} never fires in this model's forward pass, "
+                f"so a clamp there would do nothing.{did_you_mean(name, valid)}"
+            )
+        raise ConfigError(
+            f"intervention {spec.label}: unknown hook name {name!r}.{did_you_mean(name, valid)} "
+            f"(`model.hook_names()` lists all {len(valid)})"
+        )
 
-    def _build_mask(self, spec: Intervention, name: str, layout: Layout, roles) -> torch.Tensor:
-        device = next(self.model.parameters()).device
-        shape = (1,) + layout.shape
-        mask = torch.ones(shape, dtype=torch.bool, device=device)
-        where = f"intervention {spec.label} on {layout.describe(name)}"
-        if spec.heads:
-            if layout.head_axis is None:
-                raise ConfigError(f"{where}: has no head axis, but heads={list(spec.heads)} given")
-            n_heads = shape[layout.head_axis]
-            bad = [h for h in spec.heads if not 0 <= h < n_heads]
-            if bad:
-                raise ConfigError(f"{where}: heads {bad} out of range; it has {n_heads} heads (0..{n_heads - 1})")
-            mask = mask & _axis_mask(shape, layout.head_axis, spec.heads, device)
-        if len(layout.pos_axes) == 2:
-            q_axis, k_axis = layout.pos_axes
-            if spec.positions != "all":
-                raise ConfigError(f"{where}: attention patterns take query_positions / key_positions, not positions")
-            for sel, axis, label in ((spec.query_positions, q_axis, "query_positions"), (spec.key_positions, k_axis, "key_positions")):
-                idx = resolve_positions(sel, shape[axis], roles, f"{where}: {label}")
-                if idx is not None:
-                    mask = mask & _axis_mask(shape, axis, idx, device)
-        else:
-            if spec.query_positions != "all" or spec.key_positions != "all":
-                raise ConfigError(f"{where}: query_positions / key_positions apply to attention patterns only; use positions")
-            if spec.positions != "all":
-                if not layout.pos_axes:
-                    raise ConfigError(f"{where}: has no position axis, but positions={spec.positions!r} given")
-                axis = layout.pos_axes[0]
-                idx = resolve_positions(spec.positions, shape[axis], roles, f"{where}: positions")
-                if idx is not None:
-                    mask = mask & _axis_mask(shape, axis, idx, device)
-        if not mask.any():
-            raise ConfigError(f"{where}: the selection is empty")
-        return mask
-
-    def _validate_target(self, i: int, spec: Intervention, name: str, layout: Layout, shape) -> None:
-        where = f"intervention {spec.label} on {layout.describe(name)}"
-        if spec.target in PATTERN_TARGETS:
-            if not name.endswith("hook_pattern"):
-                raise ConfigError(f"{where}: target {spec.target!r} is an attention pattern; use it on a *.attn.hook_pattern hook")
-            if not hasattr(self.task, "ideal_attention"):
-                raise ConfigError(f"{where}: task {getattr(self.task, 'name', '?')!r} defines no ideal attention patterns")
-        if spec.target == "file":
-            tensor = _load_tensor_file(spec.file, spec.key, where)
-            full = (1,) + tuple(shape)
-            try:
-                ok = torch.broadcast_shapes(tuple(tensor.shape), full) == full
-            except RuntimeError:
-                ok = False
-            if not ok:
-                raise ConfigError(
-                    f"{where}: target tensor from {spec.file} has shape {list(tensor.shape)}, which does "
-                    f"not broadcast to the activation's [batch, {', '.join(map(str, shape))}]"
+    def _check_hook_acts(self, spec: Intervention, name: str, act: torch.Tensor, output: torch.Tensor) -> None:
+        """Refuse a hook whose returned value cannot change the model's output: perturb the
+        whole activation on the dry-run batch and compare the outputs bitwise."""
+        if not act.is_floating_point():
+            raise ConfigError(
+                f"intervention {spec.label}: hook {name!r} carries {act.dtype} values (indices, not "
+                "activations); interventions act on floating-point activations"
+            )
+        noise = torch.randn(act.shape, generator=torch.Generator().manual_seed(0)).to(act)
+        level = next(_LEVELS)
+        point = self.model.hook_point(name)
+        point.add_hook(lambda a, hook: a + noise * (1 + a.abs()), dir="fwd", is_permanent=True, level=level)
+        try:
+            # TL warns when it discards a hook's edit; the comparison below turns that into an error
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                probed, _ = self.model.run_with_cache(
+                    self.example.inputs, self.example.positions, names=[], batch=self.example
                 )
-            device = next(self.model.parameters()).device
-            self._file_targets[i] = tensor.to(device=device, dtype=torch.float32)
-        if spec.target == "checkpoint" and i not in self._references:
-            from icl_lab.checkpoints import load_model
-
-            run = Path(spec.checkpoint_run)
-            if not (run / "config.json").exists():
-                raise ConfigError(f"{where}: checkpoint_run {str(run)!r} is not a run directory")
-            try:
-                ref, _, _ = load_model(run, spec.checkpoint_step, device=next(self.model.parameters()).device)
-            except FileNotFoundError as err:
-                raise ConfigError(f"{where}: {err}") from None
-            if ref.io != self.model.io:
-                raise ConfigError(f"{where}: checkpoint_run's task shape {ref.io} differs from this model's {self.model.io}")
-            if name not in ref.hook_names():
-                raise ConfigError(f"{where}: the checkpoint's model has no hook {name!r}")
-            for p in ref.parameters():
-                p.requires_grad_(False)
-            self._references[i] = ref
+        finally:
+            point.remove_hooks("fwd", including_permanent=True, level=level)
+        if torch.equal(probed, output):
+            hint = ""
+            if name.endswith("hook_attn_scores"):
+                hint = (
+                    " In TransformerLens 4's native bridge hook_attn_scores fires after the softmax, "
+                    "with the attention pattern, and no hook sees the pre-softmax scores; clamp "
+                    f"{name.replace('hook_attn_scores', 'hook_pattern')!r} instead."
+                )
+            raise ConfigError(
+                f"intervention {spec.label}: a clamp on hook {name!r} would do nothing: changing its "
+                f"activation leaves the model's output unchanged (the model discards what this hook "
+                f"returns).{hint}"
+            )
 
     # -- switching ------------------------------------------------------------------------
     def set_step(self, step: int, phase: str) -> None:
@@ -218,27 +189,26 @@ class InterventionEngine:
         return self._active
 
     def _install(self, i: int) -> None:
-        spec = self.specs[i]
-        handles = []
-        for name in spec.hook_names:
-            point = self.model.hook_point(name)
-            handles.append((point, point.add_hook(self._make_hook(i, name), dir="fwd", is_permanent=True)))
-        self._handles[i] = handles
+        level = next(_LEVELS)
+        for name in self.specs[i].hook_names:
+            hook = self._make_hook(i, name)
+            self.model.hook_point(name).add_hook(hook, dir="fwd", is_permanent=True, level=level)
+        self._levels[i] = level
 
     def _remove(self, i: int) -> None:
-        for point, handle in self._handles.pop(i, []):
-            handle.hook.remove()
-            if handle in point.fwd_hooks:
-                point.fwd_hooks.remove(handle)
+        level = self._levels.pop(i)
+        for name in self.specs[i].hook_names:
+            self.model.hook_point(name).remove_hooks("fwd", including_permanent=True, level=level)
 
     def close(self) -> None:
-        for i in list(self._handles):
+        """Remove every hook and callback of this engine; the model is as before it."""
+        for i in list(self._levels):
             self._remove(i)
         self._active = ()
-        if self._run_references in self.model.pre_forward_callbacks:
-            self.model.pre_forward_callbacks.remove(self._run_references)
+        if isinstance(self.model, ForwardCallbacks) and self._before_forward in self.model.pre_forward_callbacks:
+            self.model.pre_forward_callbacks.remove(self._before_forward)
 
-    def __enter__(self) -> "InterventionEngine":
+    def __enter__(self) -> InterventionEngine:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -246,104 +216,73 @@ class InterventionEngine:
 
     # -- the hook -------------------------------------------------------------------------
     def _make_hook(self, i: int, name: str):
-        spec = self.specs[i]
-        mask = self._masks[(i, name)]
+        spec, target = self.specs[i], self.targets[i]
+        site, mask = self.sites[(i, name)], self._masks[(i, name)]
 
         def hook(act: torch.Tensor, hook) -> torch.Tensor:
             if self._bypass:
-                return act  # the engine's own pass for resample / other_input targets
+                return act  # the engine's own pass for a reference target
             self.calls[(i, name, self.phase)] += 1
             if spec.strength == 0.0:
                 return act  # bitwise no-op
-            target, row_mask = self._target(i, spec, name, act)
+            value, row_mask = target.value(act, site, self)
             selected = mask if row_mask is None else mask & row_mask
             if spec.strength == 1.0:
-                mixed = target.to(act.dtype).expand_as(act)
+                mixed = value.to(act.dtype).expand_as(act)
             else:
-                mixed = (1.0 - spec.strength) * act + spec.strength * target.to(act.dtype)
+                mixed = (1.0 - spec.strength) * act + spec.strength * value.to(act.dtype)
             if spec.gradient == "detach":
                 return torch.where(selected, mixed.detach(), act)
             return torch.where(selected, act + (mixed - act).detach(), act)
 
         return hook
 
-    def _target(self, i: int, spec: Intervention, name: str, act: torch.Tensor):
-        """(target broadcastable to act, extra per-sequence mask or None)."""
-        t = spec.target
-        if t == "zero":
-            return torch.zeros((), device=act.device), None
-        if t == "constant":
-            return torch.full((), spec.value, device=act.device), None
-        if t == "mean":
-            return act.detach().mean(dim=0, keepdim=True), None
-        if t == "running_mean":
-            key = (i, name)
-            batch_mean = act.detach().mean(dim=0, keepdim=True)
-            if key not in self._running:
-                self._running[key] = batch_mean
-            elif self.phase == "train":
-                self._running[key] = spec.momentum * self._running[key] + (1 - spec.momentum) * batch_mean
-            return self._running[key], None
-        if t == "file":
-            return self._file_targets[i], None
-        batch = self.model.current_batch
-        if batch is None:
-            raise RuntimeError(
-                f"intervention {spec.label} (target {t!r}) needs the task batch: call "
-                "model.forward_batch(batch) or pass batch= to the model"
-            )
-        if t in PATTERN_TARGETS:
-            pattern, defined = self.task.ideal_attention(t, batch)  # [b, q, k], [b, q]
-            return pattern[:, None, :, :], defined[:, None, :, None]
-        if t in ("checkpoint", "resample", "other_input"):
-            return self._reference_cache[i][name], None
-        raise AssertionError(t)
+    @contextlib.contextmanager
+    def bypassed(self) -> Iterator[None]:
+        """Run the model with this engine's hooks passing activations through untouched."""
+        previous, self._bypass = self._bypass, True
+        try:
+            yield
+        finally:
+            self._bypass = previous
 
     def set_other_input(self, batch) -> None:
         """The paired input whose activations `other_input` targets patch in (same shape)."""
-        self._other_input = batch
+        self.other_input = batch
 
-    def _run_references(self, model, inputs, positions, batch) -> None:
-        """Before each forward: activations the targets need, on the same or a paired input
-        (another checkpoint on the same input; this model on the rolled batch or the paired one)."""
+    def _before_forward(self, model, inputs, positions, batch) -> None:
         if self._bypass:
             return
         for i in self._active:
-            spec = self.specs[i]
-            if spec.target == "checkpoint":
-                ref, ref_inputs, ref_positions, ref_batch = self._references[i], inputs, positions, batch
-            elif spec.target == "resample":
-                ref, ref_inputs = self.model, inputs.roll(1, dims=0)
-                ref_positions = None if positions is None else positions.roll(1, dims=0)
-                ref_batch = None
-            elif spec.target == "other_input":
-                other = self._other_input
-                if other is None:
-                    raise RuntimeError(f"intervention {spec.label}: target 'other_input' needs engine.set_other_input(batch)")
-                if tuple(other.inputs.shape) != tuple(inputs.shape):
-                    raise ValueError(
-                        f"intervention {spec.label}: the paired input has shape {list(other.inputs.shape)}, "
-                        f"the model's input {list(inputs.shape)}"
-                    )
-                ref, ref_inputs, ref_positions, ref_batch = self.model, other.inputs, other.positions, other
-            else:
-                continue
-            self._bypass = True
-            try:
-                with torch.no_grad():
-                    _, cache = ref.run_with_cache(ref_inputs, ref_positions, names=spec.hook_names, batch=ref_batch)
-            finally:
-                self._bypass = False
-            self._reference_cache[i] = cache
+            self.targets[i].before_forward(self, inputs, positions, batch)
 
-    # -- reporting ------------------------------------------------------------------------
+    # -- state and reporting --------------------------------------------------------------
     def running_means(self) -> dict[tuple[int, str], torch.Tensor]:
-        """The `running_mean` targets accumulated in training (saved with each checkpoint)."""
-        return dict(self._running)
+        """{(spec index, hook name): tensor}: what the targets accumulated in training (the
+        `running_mean` targets), saved with each checkpoint."""
+        return {(i, name): t for i, target in enumerate(self.targets) for name, t in target.state().items()}
 
     def set_running_means(self, state: dict[tuple[int, str], torch.Tensor]) -> None:
-        """Replace the `running_mean` targets (resume, or post-hoc evaluation of a checkpoint)."""
-        self._running = dict(state)
+        """Replace the accumulated targets (resume, or post-hoc evaluation of a checkpoint)."""
+        for i, target in enumerate(self.targets):
+            target.load_state({name: t for (j, name), t in state.items() if j == i})
+
+    def running_means_state(self) -> dict[str, torch.Tensor]:
+        """`running_means()` under string keys "<spec index>|<hook name>" (for safetensors)."""
+        return {f"{i}|{name}": t.contiguous() for (i, name), t in self.running_means().items()}
+
+    def load_running_means_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of `running_means_state`."""
+        parsed = {}
+        for key, tensor in state.items():
+            index, sep, name = key.partition("|")
+            if not (sep and index.isdigit() and int(index) < len(self.specs)):
+                raise ValueError(
+                    f"running-mean state key {key!r} is not '<spec index>|<hook name>' "
+                    f"for one of this engine's {len(self.specs)} specs"
+                )
+            parsed[(int(index), name)] = tensor.to(self.device)
+        self.set_running_means(parsed)
 
     def call_counts(self) -> dict[str, dict[str, int]]:
         """{spec label/hook: {phase: calls}}: evidence that every clamp fired."""
@@ -351,34 +290,3 @@ class InterventionEngine:
         for (i, name, phase), n in sorted(self.calls.items()):
             out.setdefault(f"{i}:{self.specs[i].name or name}@{name}", {})[phase] = n
         return out
-
-
-def _axis_mask(shape: tuple[int, ...], axis: int, indices, device) -> torch.Tensor:
-    sel = torch.zeros(shape[axis], dtype=torch.bool, device=device)
-    sel[torch.as_tensor(list(indices), dtype=torch.long, device=device)] = True
-    view = [1] * len(shape)
-    view[axis] = shape[axis]
-    return sel.view(view)
-
-
-def _load_tensor_file(path: str, key: str, where: str) -> torch.Tensor:
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{where}: target file {path} does not exist")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(p))
-        if not key and len(tensors) == 1:
-            return next(iter(tensors.values()))
-        if key not in tensors:
-            raise ConfigError(f"{where}: {path} has no tensor {key!r}; it has {', '.join(sorted(tensors))}")
-        return tensors[key]
-    tensor = torch.load(p, map_location="cpu", weights_only=True)
-    if isinstance(tensor, dict):
-        if key not in tensor:
-            raise ConfigError(f"{where}: {path} has no tensor {key!r}; it has {', '.join(sorted(tensor))}")
-        tensor = tensor[key]
-    if not isinstance(tensor, torch.Tensor):
-        raise ConfigError(f"{where}: {path} does not hold a tensor")
-    return tensor

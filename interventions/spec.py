@@ -21,11 +21,12 @@ Targets: `zero`; `mean` (mean over the batch of this forward); `running_mean` (e
 moving average of batch means over training steps, `momentum`); `constant` (`value`);
 `previous_token` and `induction` (the task's ideal attention patterns; attention patterns
 only); `checkpoint` (the same hook's activation in `checkpoint_run` at `checkpoint_step`, on
-the same input); `file` (a tensor from `file`, .safetensors key `key` or a torch .pt file,
+the same input; the engine's `load_reference` loads that model); `file` (a tensor from `file`, .safetensors key `key` or a torch .pt file,
 broadcast to the activation); `resample` (the same hook's activation on another sequence of
 the batch: the batch rolled by one); `other_input` (the same hook's activation on a paired
 input that the caller gives the engine with `engine.set_other_input(batch)`: activation
-patching from a clean into a corrupted run).
+patching from a clean into a corrupted run). Each target is a class in
+`interventions.targets`, registered under its name.
 
 Gradient: `detach` makes the clamped entries constants (no gradient flows through them into
 what produced the activation); `through` is straight-through: the forward value is the
@@ -36,27 +37,17 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from icl_lab.config import ConfigError, did_you_mean, from_dict, to_dict
+from interventions.errors import ConfigError, did_you_mean
+from interventions.targets import TARGET_CLASSES
 
-TARGETS = (
-    "zero",
-    "mean",
-    "running_mean",
-    "constant",
-    "previous_token",
-    "induction",
-    "checkpoint",
-    "file",
-    "resample",
-    "other_input",
-)
-PATTERN_TARGETS = ("previous_token", "induction")
+TARGETS = TARGET_CLASSES.keys()  # the registered target names (a live view of the registry)
 GRADIENTS = ("detach", "through")
 APPLY = ("train_and_eval", "train", "eval")
 
@@ -121,10 +112,7 @@ class Intervention:
             raise ConfigError(
                 f"intervention {label}: layers given but hook {self.hook!r} has no {{layer}} to fill"
             )
-        if self.target == "checkpoint" and not self.checkpoint_run:
-            raise ConfigError(f"intervention {label}: target 'checkpoint' needs checkpoint_run")
-        if self.target == "file" and not self.file:
-            raise ConfigError(f"intervention {label}: target 'file' needs file")
+        TARGET_CLASSES[self.target].check_spec(self)
         for field_name in ("positions", "query_positions", "key_positions"):
             _check_position_syntax(getattr(self, field_name), f"intervention {label}: {field_name}")
 
@@ -149,20 +137,58 @@ class Intervention:
         return start <= step and (end == -1 or step < end)
 
     def to_dict(self) -> dict[str, Any]:
-        data = to_dict(self)
-        defaults = {f.name: to_dict(f.default) for f in dataclasses.fields(self) if f.name != "hook"}
-        # keep the dict short: only what differs from the defaults (plus the hook)
-        return {k: v for k, v in data.items() if k == "hook" or v != defaults[k]}
+        """JSON/TOML-able dict (tuples as lists) of the fields that differ from the defaults,
+        plus the hook."""
+        return {
+            f.name: list(value) if isinstance(value, tuple) else value
+            for f in dataclasses.fields(self)
+            if (value := getattr(self, f.name)) != f.default or f.name == "hook"
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "intervention") -> "Intervention":
+    def from_dict(cls, data: dict[str, Any], where: str = "intervention") -> Intervention:
+        """Inverse of `to_dict`; refuses unknown keys and values of the wrong type."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a table/dict, got {data!r}")
         if "hook" not in data:
             raise ConfigError(f"{where}: missing required key 'hook'")
-        data = dict(data)
-        for key in ("positions", "query_positions", "key_positions"):
-            if isinstance(data.get(key), list):
-                data[key] = tuple(data[key])
-        return from_dict(cls, data, where=where)
+        types = typing.get_type_hints(cls)
+        kwargs = {}
+        for key, value in data.items():
+            if key not in types:
+                raise ConfigError(
+                    f"unknown key {f'{where}.{key}'!r}.{did_you_mean(key, list(types))} "
+                    f"Valid keys: {', '.join(types)}"
+                )
+            kwargs[key] = _field_value(value, types[key], f"{where}.{key}")
+        return cls(**kwargs)  # the types are right; __post_init__ raises ConfigError
+
+
+def _field_value(value: Any, annotation: Any, where: str) -> Any:
+    """A TOML/JSON value as the field's type: str, int, float, a tuple of ints, or (Positions)
+    anything, with lists made tuples."""
+    if annotation is Any:
+        return tuple(value) if isinstance(value, list) else value
+    if typing.get_origin(annotation) is tuple:
+        if isinstance(value, str):  # "0,2" from a command line
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(_field_value(v, int, where) for v in value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    kind = "an integer" if annotation is int else "a number"
+    try:
+        number = float(value)  # a command line gives numeric text
+    except (TypeError, ValueError):
+        number = None
+    if number is None or isinstance(value, bool) or (annotation is int and not number.is_integer()):
+        raise ConfigError(f"{where}: expected {kind}, got {value!r}")
+    if annotation is float:
+        return number
+    return value if isinstance(value, int) else int(number)
 
 
 def _check_position_syntax(sel: Positions, where: str) -> None:

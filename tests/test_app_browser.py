@@ -4,16 +4,15 @@ tests/artifacts/explore-runs.png."""
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from test_app import free_port, streamlit_server
 
-from icl_lab import get_preset, train
+from icl_lab import get_preset
+from icl_lab.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -24,12 +23,6 @@ if CHROMIUM is None and os.environ.get("CI"):
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_app_renders_the_runs_table_in_a_real_browser(tmp_path):
     store = tmp_path / "runs"
     config = get_preset("bursty", "small").config.with_overrides({
@@ -38,22 +31,7 @@ def test_app_renders_the_runs_table_in_a_real_browser(tmp_path):
     })
     train(config, store / "browser-demo", progress=False)
     port = free_port()
-    env = {**os.environ, "ICL_LAB_RUNS": str(store)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "apps" / "explore.py"), "--server.headless", "true",
-         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path,
-    )
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("streamlit did not come up within 60 s")
+    with streamlit_server(port, "--server.address", "127.0.0.1", cwd=tmp_path, runs=store):
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "explore-runs.png"
         flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -77,9 +55,3 @@ def test_app_renders_the_runs_table_in_a_real_browser(tmp_path):
         assert "stException" not in dom and "Traceback" not in dom
         assert "icl-lab explorer" in dom and "Runs" in dom
         assert shot.exists() and shot.stat().st_size > 20_000
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()

@@ -6,6 +6,7 @@ import torch
 from icl_lab import BurstyConfig, BurstyTask, ModelConfig, build_model
 from icl_lab.measures import evaluate
 from icl_lab.measures.attention import induction_score, previous_token_score
+from interventions import ConfigError, Intervention, InterventionEngine
 
 
 def causal_uniform(batch, heads, T):
@@ -97,3 +98,21 @@ def test_accuracy_measures_match_a_direct_count():
         ctx = sets["icl"].context_labels.tolist()
         cla = sum(p in c for p, c in zip(pred, ctx)) / len(pred)
     assert values["context_label_accuracy"].item() == pytest.approx(cla)
+
+
+def test_hook_attn_scores_is_the_post_softmax_pattern_so_clamping_it_is_refused():
+    """In TL4's native bridge `hook_attn_scores` fires after the softmax, with the pattern
+    itself, and its return value is discarded: a clamp there would count as fired and change
+    nothing. The engine refuses it and points to hook_pattern."""
+    task = BurstyTask(BurstyConfig(num_classes=64, num_labels=8, dim=15, eval_size=128), seed=0)
+    model = build_model(ModelConfig(n_layers=2, n_heads=2, d_model=16), task.io, seed=0, device="cpu")
+    batch = task.sample_batch(4, torch.Generator().manual_seed(0))
+    scores, pattern = "blocks.1.attn.hook_attn_scores", "blocks.1.attn.hook_pattern"
+    with torch.no_grad():
+        _, cache = model.run_with_cache(batch.inputs, batch.positions, names=[scores, pattern], batch=batch)
+    assert torch.equal(cache[scores], cache[pattern])
+    assert torch.allclose(cache[scores].sum(-1), torch.ones(4, 2, 17))  # rows are distributions
+    with pytest.raises(ConfigError) as err:
+        InterventionEngine(model, task, [Intervention(hook=scores, target="zero")])
+    for words in ("would do nothing", "after the softmax", repr(pattern)):
+        assert words in str(err.value)

@@ -150,3 +150,226 @@ def test_train_modular_command_prints_memorisation_and_generalisation(capsys, tm
     ])
     out = capsys.readouterr().out
     assert code == 0 and "train accuracy 1.0 at step" in out and "final key frequencies" in out
+
+
+# -- start-up: answering --help, presets and refusals must not import TransformerLens --------
+STARTUP_PROBE = r'''
+import json, sys
+from icl_lab.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    results.append([argv, code, "transformer_lens" in sys.modules])
+print(json.dumps(results))
+'''
+
+
+def test_help_presets_and_refusals_do_not_import_transformer_lens(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    (tmp_path / "bad_config").mkdir()
+    (tmp_path / "bad_config" / "config.json").write_text("{oops")
+    cases = [
+        (["presets"], 0),
+        (["--help"], 0),
+        (["train", "--help"], 0),
+        (["train", "bursty", "--set", "bogus=1", "--out", str(tmp_path / "r")], 2),
+        (["train", "bursty", "--seed", "99999999999999999999", "--out", str(tmp_path / "r")], 2),
+        (["measure", str(tmp_path / "bad_config"), "--device", "cpu"], 2),
+        (["ablate", str(tmp_path)], 2),
+        (["resume", str(tmp_path / "bad_config")], 2),
+        (["experiment", "nope"], 2),
+    ]
+    proc = subprocess.run([sys.executable, "-c", STARTUP_PROBE, json.dumps([argv for argv, _ in cases])],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for (argv, expected), (_, code, loaded) in zip(cases, results):
+        assert code == expected, (argv, code, proc.stderr)
+        assert not loaded, f"{argv} imported transformer_lens"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad_config"]
+
+
+# -- refusals: exit 2, one line naming the bad value, nothing written ------------------------
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "bursty", "--seed", "99999999999999999999"], ["--seed", "99999999999999999999", "9223372036854775807"]),
+        (["train", "bursty", "--seed", "-1"], ["--seed", "-1", "0..9223372036854775807"]),
+        (["train", "bursty", "--set", "train.lr=NaN"], ["train.lr", "finite", "nan"]),
+        (["train", "bursty", "--set", "train.lr=Infinity"], ["train.lr", "finite", "inf"]),
+        (["train", "bursty", "--set", "seed=99999999999999999999"], ["99999999999999999999"]),
+        (["train", "bursty", "--steps", "99999999999999999999"], ["--steps", "99999999999999999999"]),
+        (["rfm", "--seed", "99999999999999999999"], ["--seed", "99999999999999999999"]),
+        (["rfm", "--bandwidth", "nan"], ["--bandwidth", "nan", "finite"]),
+        (["rfm", "--ridge", "inf"], ["--ridge", "inf", "finite"]),
+        (["measure", "somewhere", "--device", "tpu"], ["--device", "tpu", "auto", "cpu", "cuda"]),
+        (["experiment", "singh-clamps", "--seeds", "0,99999999999999999999"], ["--seeds", "99999999999999999999"]),
+        (["experiment", "singh-clamps", "--steps", "0"], ["--steps", "0"]),
+        (["experiment", "grokking"], ["grokking", "anti-grokking", "singh-clamps"]),
+        (["sweep", "missing.toml", "--out", "s", "--workers", "0"], ["--workers", "0"]),
+    ],
+)
+def test_out_of_range_values_are_refused(args, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if args[0] in ("train", "rfm"):
+        args = args + ["--out", str(tmp_path / "run")]
+    code, err = run_cli(args, capsys)
+    assert code == 2
+    assert err.strip().splitlines()[-1].startswith(f"icl-lab {args[0]}: error: ")
+    for word in words:
+        assert word in err, (word, err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_experiment_name_lists_the_valid_ones(capsys):
+    from icl_lab.cli.experiment import RUNNERS
+    from icl_lab.experiments import EXPERIMENTS
+
+    assert sorted(RUNNERS) == sorted(EXPERIMENTS)  # every documented experiment runs, and only those
+    code, err = run_cli(["experiment", "singh"], capsys)
+    assert code == 2 and "'singh'" in err
+    for name in EXPERIMENTS:
+        assert name in err
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ["train", "bursty"],
+        ["rfm"],
+        ["rfm", "--train-fracs", "0.3,0.5"],
+        ["experiment", "singh-clamps"],
+        ["sweep", "SPEC"],
+    ],
+)
+def test_out_on_a_file_is_refused(verb, capsys, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    spec = tmp_path / "s.toml"
+    spec.write_text('[sweep]\ntask = "bursty"\npreset = "small"\n[axes]\nseed = [0]\n')
+    argv = [str(spec) if a == "SPEC" else a for a in verb]
+    for out in (afile, afile / "run"):
+        code, err = run_cli(argv + ["--out", str(out)], capsys)
+        assert code == 2 and str(afile) in err and "icl-lab " + verb[0] in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "s.toml"]
+    assert afile.read_text() == "not a folder"
+
+
+def _read_only_folder(tmp_path):
+    import os
+    from pathlib import Path
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for candidate in (folder, Path("/proc/1")):  # root may write anywhere but in /proc
+        if candidate.is_dir() and not os.access(candidate, os.W_OK):
+            return candidate
+    pytest.skip("no folder this user cannot write to")
+
+
+@pytest.mark.parametrize("verb", [["train", "bursty"], ["rfm"], ["experiment", "anti-grokking"]])
+def test_out_in_a_read_only_place_is_refused(verb, capsys, tmp_path):
+    folder = _read_only_folder(tmp_path)
+    before = sorted(p.name for p in folder.iterdir())
+    try:
+        code, err = run_cli(verb + ["--out", str(folder / "run")], capsys)
+    finally:
+        (tmp_path / "read-only").chmod(0o755)
+    assert code == 2 and str(folder) in err and ("cannot write" in err or "permission" in err), err
+    assert sorted(p.name for p in folder.iterdir()) == before
+
+
+# -- corrupt run files: the library's RunError, reported as a refusal -----------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    assert main([
+        "train", "bursty", "--steps", "10", "--device", "cpu", "--out", str(run), "--no-progress",
+        "--set", "task.num_classes=64", "--set", "task.num_labels=8", "--set", "eval_size=32",
+        "--set", "model.d_model=16", "--set", "train.batch_size=8", "--set", "train.eval_every=5",
+        "--set", "train.checkpoint_every=5",
+    ]) == 0
+    return run
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _corrupt(run, relative, content: bytes):
+    import shutil
+
+    copy = run.parent.parent / f"corrupt-{abs(hash((relative, content)))}"
+    if copy.exists():
+        shutil.rmtree(copy)
+    shutil.copytree(run, copy)
+    (copy / relative).write_bytes(content)
+    return copy
+
+
+def _safetensors_bytes(tensors):
+    import tempfile
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory() as folder:
+        save_file(tensors, str(Path(folder) / "x.safetensors"))
+        return (Path(folder) / "x.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "verb, relative, content, words",
+    [
+        (["measure"], "config.json", b"{oops", ["config.json", "JSON"]),
+        (["ablate"], "config.json", b"[1, 2]", ["config.json", "list"]),
+        (["patch"], "config.json", b'{"task": "bursty", "model": 3}', ["config.json"]),
+        (["resume"], "config.json", b"\xff\xfe", ["config.json"]),
+        (["resume"], "status.json", b"{oops", ["status.json"]),
+        (["measure", "--measures", "weight_norm"], "metrics.parquet", b"not parquet", ["metrics.parquet"]),
+        (["measure", "--measures", "weight_norm"], "checkpoints/step_10.safetensors", b"garbage", ["step_10.safetensors"]),
+        (["ablate"], "checkpoints/step_10.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{", ["step_10.safetensors"]),
+        (["patch"], "checkpoints/step_10.safetensors", b"", ["step_10.safetensors"]),
+    ],
+)
+def test_corrupt_run_files_are_refused_and_left_alone(tiny_run, verb, relative, content, words, capsys):
+    run = _corrupt(tiny_run, relative, content)
+    before = _snapshot(run)
+    code, err = run_cli([verb[0], str(run), *verb[1:]] + (["--no-progress"] if verb[0] in ("measure", "resume") else []), capsys)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"icl-lab {verb[0]}: error: "), err
+    for word in words:
+        assert word in err, (word, err)
+    assert _snapshot(run) == before
+
+
+# A readable safetensors file whose tensors are not the model's (foreign names or shapes).
+@pytest.mark.parametrize("tensors", ["foreign key", "wrong shape"])
+def test_checkpoint_with_foreign_tensors_is_refused(tiny_run, tensors, capsys):
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(str(tiny_run / "checkpoints" / "step_10.safetensors"))
+    if tensors == "foreign key":
+        state = {"x": torch.zeros(2)}
+    else:
+        state = {key: torch.zeros(3, *value.shape) for key, value in state.items()}
+    run = _corrupt(tiny_run, "checkpoints/step_10.safetensors", _safetensors_bytes(state))
+    before = _snapshot(run)
+    code, err = run_cli(["ablate", str(run)], capsys)
+    assert code == 2 and "step_10" in err, err
+    assert _snapshot(run) == before
+
+
+def test_resume_of_a_finished_run_changes_nothing(tiny_run, capsys):
+    before = _snapshot(tiny_run)
+    assert main(["resume", str(tiny_run), "--no-progress"]) == 0
+    assert "is done; nothing to resume" in capsys.readouterr().out
+    assert _snapshot(tiny_run) == before

@@ -6,9 +6,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from icl_lab import BurstyConfig, BurstyTask, ModelConfig, build_model, load_run, train
+from icl_lab import BurstyConfig, BurstyTask, ModelConfig, build_model, get_preset, load_run, train
+from icl_lab.checkpoints import load_model
 from icl_lab.config import ConfigError
 from icl_lab.run_config import RunConfig
+from icl_lab.tasks import make_task
 from interventions import (
     Intervention,
     InterventionEngine,
@@ -17,6 +19,10 @@ from interventions import (
 )
 
 PATTERN = "blocks.1.attn.hook_pattern"
+
+
+def load_reference(run, step, device):
+    return load_model(run, step, device)[0]
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +226,7 @@ def test_file_target_broadcasts(model, task, batch, tmp_path):
 )
 def test_bad_specs_are_refused_with_names_and_shapes(model, task, spec_kw, words):
     with pytest.raises(ConfigError) as err:
-        InterventionEngine(model, task, [Intervention(**spec_kw)])
+        InterventionEngine(model, task, [Intervention(**spec_kw)], load_reference=load_reference)
     for word in words:
         assert word in str(err.value), (word, str(err.value))
 
@@ -290,3 +296,64 @@ def test_training_with_a_clamp_and_a_checkpoint_target(tmp_path, tiny_run_config
     # the clamp held at evaluation: layer-1 head 0 scores a perfect induction score
     assert run.curve("induction_score.L1H0")["value"].to_list() == pytest.approx([1.0] * 3)
     assert all(not p.fwd_hooks for p in result.model.bridge.hook_dict.values())  # engine closed
+
+
+def test_every_accepted_hook_changes_the_output_and_the_rest_are_refused():
+    """Clamp each hook the small model fires to a constant far from its activation: either
+    the output changes, or the engine refused the hook up front (never a silent no-op)."""
+    cfg = get_preset("bursty", "small").config
+    task = make_task("bursty", cfg.task_config, seed=0, device="cpu")
+    model = build_model(cfg.model, task.io, seed=1, device="cpu")
+    batch = task.sample_batch(4, task.make_generator(1))
+    names = model.hook_names()
+    with torch.no_grad():
+        plain, cache = model.run_with_cache(batch.inputs, batch.positions, names=names, batch=batch)
+    refused = {}
+    for name in names:
+        far = 10.0 * (cache[name].abs().max().item() + 1.0)
+        try:
+            engine = InterventionEngine(model, task, [Intervention(hook=name, target="constant", value=far)])
+        except ConfigError as err:
+            refused[name] = str(err)
+            continue
+        with engine, torch.no_grad():
+            engine.set_step(0, "eval")
+            assert not torch.equal(model.forward_batch(batch), plain), name
+    scores = [f"blocks.{layer}.attn.hook_attn_scores" for layer in (0, 1)]
+    assert sorted(refused) == sorted([*scores, "pos_embed.hook_in"]), refused
+    for name in scores:
+        assert "after the softmax" in refused[name] and name.replace("attn_scores", "pattern") in refused[name]
+    assert "int64" in refused["pos_embed.hook_in"]
+    # hooks TL declares but that do not fire here are refused with the reason
+    for name, words in (
+        ("blocks.0.attn.hook_result", ["switched off", "set_use_attn_result"]),
+        ("blocks.0.attn.hook_hidden_states", ["never fires"]),
+    ):
+        with pytest.raises(ConfigError) as err:
+            InterventionEngine(model, task, [Intervention(hook=name)])
+        assert all(word in str(err.value) for word in words), str(err.value)
+    assert model.bridge.list_hooks() == {}  # the refusals' probes left nothing behind
+
+
+def test_checkpoint_target_needs_an_injected_loader(model, task):
+    spec = Intervention(hook=PATTERN, target="checkpoint", checkpoint_run="/some/run")
+    with pytest.raises(ConfigError, match="load_reference"):
+        InterventionEngine(model, task, [spec])
+
+
+def test_running_mean_state_round_trips_under_string_keys(model, task, batch):
+    name = "blocks.0.hook_resid_post"
+    specs = [Intervention(hook=name, target="zero", apply="eval"), Intervention(hook=name, target="running_mean")]
+    _, c = cached(model, batch, [name])
+    with InterventionEngine(model, task, specs) as engine:
+        engine.set_step(0, "train")
+        model.forward_batch(batch)
+        state = engine.running_means_state()
+    assert list(state) == [f"1|{name}"]
+    assert torch.allclose(state[f"1|{name}"], c[name].mean(0, keepdim=True), atol=1e-6)
+    with InterventionEngine(model, task, specs) as fresh:
+        fresh.load_running_means_state(state)
+        assert fresh.running_means().keys() == {(1, name)}
+        assert torch.equal(fresh.running_means()[(1, name)], state[f"1|{name}"])
+        with pytest.raises(ValueError, match=r"'7\|x'"):
+            fresh.load_running_means_state({"7|x": state[f"1|{name}"]})

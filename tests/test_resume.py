@@ -26,7 +26,7 @@ def crash_at_evaluation(monkeypatch, n):
             raise RuntimeError("simulated crash")
         return original.fn(model, data)
 
-    monkeypatch.setitem(registry.MEASURES, "icl_accuracy", registry.Measure("icl_accuracy", flaky, ("bursty",)))
+    monkeypatch.setitem(registry.MEASURES, "icl_accuracy", dataclasses.replace(original, fn=flaky))
 
 
 @pytest.mark.parametrize("with_clamp", [False, True])
@@ -63,7 +63,7 @@ def test_sigkill_then_icl_lab_resume(tmp_path, tiny_run_config):
     proc = subprocess.Popen(cli + ["train", "bursty", "--out", str(tmp_path / "killed")] + args, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not (tmp_path / "killed" / "checkpoints" / "step_100.state.pt").exists():
+    while time.time() < deadline and not (tmp_path / "killed" / "checkpoints" / "step_100.state.json").exists():
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

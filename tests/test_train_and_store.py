@@ -1,5 +1,6 @@
 """The trainer writes a complete, atomic, reproducible run directory."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from icl_lab import load_checkpoint, load_run, train
 from icl_lab.measures import registry
 from icl_lab.models import build_model
-from icl_lab.store import RunWriter, load_metrics
+from icl_lab.store import RunError, RunWriter, load_metrics
 from icl_lab.tasks import make_task
 
 
@@ -84,7 +85,7 @@ def test_failure_is_recorded_and_finished_work_kept(tmp_path, tiny_run_config, m
             raise RuntimeError("measure exploded at the third evaluation")
         return original.fn(model, data)
 
-    monkeypatch.setitem(registry.MEASURES, "icl_accuracy", registry.Measure("icl_accuracy", flaky, ("bursty",)))
+    monkeypatch.setitem(registry.MEASURES, "icl_accuracy", dataclasses.replace(original, fn=flaky))
     with pytest.raises(RuntimeError, match="exploded"):
         train(tiny_run_config, tmp_path / "run", progress=False)
     run = load_run(tmp_path / "run")
@@ -96,17 +97,19 @@ def test_failure_is_recorded_and_finished_work_kept(tmp_path, tiny_run_config, m
 
 def test_existing_run_directory_is_not_overwritten(tmp_path, tiny_run_config):
     train(tiny_run_config, tmp_path / "run", progress=False)
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(RunError, match="--overwrite"):
         train(tiny_run_config, tmp_path / "run", progress=False)
     train(tiny_run_config, tmp_path / "run", progress=False, overwrite=True)
 
 
 def test_atomic_writes_leave_no_temporary_files(tmp_path):
-    writer = RunWriter(tmp_path / "r", {"a": 1})
+    writer = RunWriter.create(tmp_path / "r", {"task": "test"}, verb="test")
     for step in range(5):
         writer.add_metrics(step, {"x": step * 0.5})
         writer.flush_metrics()
     writer.save_checkpoint(3, {"w": torch.ones(2)})
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [".lock", "checkpoints", "config.json", "metrics.parquet", "status.json"]
+    writer.close()
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["checkpoints", "config.json", "metrics.parquet", "status.json"]
     assert load_metrics(tmp_path / "r")["value"].to_list() == [0.0, 0.5, 1.0, 1.5, 2.0]
     with pytest.raises(ValueError, match="finished"):
@@ -116,13 +119,14 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path):
 def test_summary_records_transitions_and_first_steps(tmp_path, tiny_run_config):
     from icl_lab.train import summarize
 
-    writer = RunWriter(tmp_path / "r", {"a": 1})
+    writer = RunWriter.create(tmp_path / "r", {"task": "test"}, verb="test")
     for step in range(0, 1000, 50):
         writer.add_metrics(step, {
             "train_accuracy": 1.0 if step >= 200 else 0.5,
             "test_accuracy": 0.02 if step < 600 else 0.97,
         })
     writer.flush_metrics()
+    writer.close()
     config = tiny_run_config.with_overrides({"track": ["test_accuracy"]})
     summary = summarize(tmp_path / "r", config, wall_seconds=1.0)
     assert summary["first_steps"] == {"train_accuracy>=1": 200, "test_accuracy>=0.95": 600}

@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from icl_lab.presets import PRESETS
-from icl_lab.store import load_run, read_json
+from icl_lab.store import load_run, run_state
 from icl_lab.train import train
 
 GAIN = 0.05
@@ -74,7 +74,7 @@ def run_experiment(out: str | Path, seeds: list[int], steps: int | None = None, 
         for seed in seeds:
             run_dir = out / f"wd{wd:g}-seed{seed}"
             config = base.with_overrides({"train.weight_decay": wd, "seed": seed})
-            if read_json(run_dir / "status.json", {}).get("state") != "done":
+            if run_state(run_dir) != "done":
                 train(config, run_dir, progress=progress, overwrite=True)
             run = load_run(run_dir)
             rows.append({"weight_decay": wd, "seed": seed, **phases(run.wide()), "run": str(run_dir)})

@@ -8,7 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from icl_lab.rfm.machine import RFMConfig, run_rfm
-from icl_lab.store import load_run, read_json
+from icl_lab.store import load_run, run_state
 
 
 def run_fractions(out: str | Path, fractions: list[float], base: RFMConfig, progress: bool = True) -> pl.DataFrame:
@@ -16,7 +16,7 @@ def run_fractions(out: str | Path, fractions: list[float], base: RFMConfig, prog
     rows = []
     for fraction in fractions:
         run_dir = out / f"frac{fraction:g}"
-        if read_json(run_dir / "status.json", {}).get("state") != "done":
+        if run_state(run_dir) != "done":
             run_rfm(dataclasses.replace(base, train_fraction=fraction), run_dir, progress=progress, overwrite=True)
         run = load_run(run_dir)
         curve = run.curve("test_accuracy")

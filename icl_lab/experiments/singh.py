@@ -31,7 +31,7 @@ import polars as pl
 from icl_lab.phases import find_transition
 from icl_lab.presets import get_preset
 from icl_lab.run_config import RunConfig
-from icl_lab.store import load_run, read_json
+from icl_lab.store import load_run, run_state
 from interventions import Intervention
 
 CONDITIONS = ("none", "prev_token", "induction", "learned_head")
@@ -79,8 +79,7 @@ def run_condition(base: RunConfig, condition: str, seed: int, out: Path, progres
     from icl_lab.train import train
 
     run_dir = out / f"{condition}-seed{seed}"
-    status = read_json(run_dir / "status.json", {})
-    if status.get("state") == "done":
+    if run_state(run_dir) == "done":
         return run_dir  # resumable: finished runs are kept
     reference = out / f"none-seed{seed}" if condition == "learned_head" else None
     config = dataclasses.replace(

@@ -1,4 +1,4 @@
-"""Grokking measures in the registry (task `modular`), live and on checkpoints.
+"""Grokking measures in the registry (tasks with `modular_arithmetic`), live and on checkpoints.
 
 All read one forward pass over the full (a, b) grid (`grid` set) and the weights:
 - `modular_accuracy`: train_accuracy, test_accuracy (argmax at `=`);
@@ -31,7 +31,7 @@ def _grid_logits(model, data: EvalData) -> torch.Tensor:
     return data.logits(model, "grid")
 
 
-@register_measure("modular_accuracy", tasks=("modular",))
+@register_measure("modular_accuracy", needs=("modular_arithmetic",))
 def modular_accuracy(model, data: EvalData) -> dict:
     """Accuracy (1/S) Σ [argmax ŷ = y] on the training and the held-out pairs."""
     task = data.task
@@ -39,7 +39,7 @@ def modular_accuracy(model, data: EvalData) -> dict:
     return {"train_accuracy": correct[task.train_idx].mean(), "test_accuracy": correct[task.test_idx].mean()}
 
 
-@register_measure("modular_loss", tasks=("modular",))
+@register_measure("modular_loss", needs=("modular_arithmetic",))
 def modular_loss(model, data: EvalData) -> dict:
     """Cross-entropy −(1/S) Σ log softmax(ŷ)[y] in float64 on training and held-out pairs."""
     task = data.task
@@ -54,7 +54,7 @@ def _weights(model) -> dict[str, torch.Tensor]:
     return model.bridge.state_dict()
 
 
-@register_measure("fourier_embedding", tasks=("modular",))
+@register_measure("fourier_embedding", needs=("modular_arithmetic", "transformer"))
 def fourier_embedding(model, data: EvalData) -> dict:
     """Per-frequency norms of W_E's Fourier components (rows a = 0..p−1), their Gini
     coefficient, and the count of frequencies with ≥ 25% of the largest norm."""
@@ -67,7 +67,7 @@ def fourier_embedding(model, data: EvalData) -> dict:
     return out
 
 
-@register_measure("gini_neuron_logit", tasks=("modular",))
+@register_measure("gini_neuron_logit", needs=("modular_arithmetic", "transformer"))
 def gini_neuron_logit(model, data: EvalData) -> dict:
     """Gini of the per-frequency norms of the neuron-logit map W_L = W_out W_U, Fourier
     transformed over the output residues."""
@@ -93,7 +93,7 @@ def key_frequencies_from_model(model, data: EvalData) -> list[int]:
     return sorted(set(freq.tolist()))
 
 
-@register_measure("restricted_excluded_loss", tasks=("modular",), reads=_neuron_names)
+@register_measure("restricted_excluded_loss", needs=("modular_arithmetic", "transformer"), reads=_neuron_names)
 def restricted_excluded_loss(model, data: EvalData, frequencies: list[int] | None = None) -> dict:
     """Restricted loss (key-frequency components of the logits plus class means, all pairs)
     and excluded loss (key components removed, training pairs), Nanda et al. §5.1."""
@@ -111,13 +111,13 @@ def restricted_excluded_loss(model, data: EvalData, frequencies: list[int] | Non
     }
 
 
-@register_measure("weight_norm", tasks=("modular", "bursty", "digits"))
+@register_measure("weight_norm")
 def weight_norm(model, data: EvalData) -> dict:
     """Total weight norm Σ_θ θ² over every trainable parameter (biases included)."""
     return {"weight_norm": sum((p.detach().double() ** 2).sum() for p in model.parameters() if p.requires_grad)}
 
 
-@register_measure("nfa", tasks=("modular",))
+@register_measure("nfa", needs=("modular_arithmetic", "transformer"))
 def nfa(model, data: EvalData) -> dict:
     """Neural feature ansatz (Mallinar et al. 2024): corr(vec(W₁ᵀW₁), vec(AGOP^½)) with W₁ the
     embedding acting on each operand's one-hot, AGOP over the training pairs (see

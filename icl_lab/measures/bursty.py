@@ -6,6 +6,8 @@ import torch
 
 from icl_lab.measures.registry import EvalData, register_measure
 
+BURSTY_SETS = ("icl", "iwl", "label_swap")
+
 
 def _accuracy(model, data: EvalData, set_name: str) -> torch.Tensor:
     """Fraction of sequences whose argmax logit is the target: (1/S) Σ_s [argmax ŷ_s = y_s]."""
@@ -13,7 +15,7 @@ def _accuracy(model, data: EvalData, set_name: str) -> torch.Tensor:
     return (logits.argmax(dim=-1) == data.batches[set_name].targets).float().mean()
 
 
-@register_measure("icl_accuracy", tasks=("bursty",))
+@register_measure("icl_accuracy", eval_sets=("icl",))
 def icl_accuracy(model, data: EvalData) -> dict:
     """ICL accuracy: accuracy on novel classes with labels drawn fresh per sequence.
 
@@ -22,20 +24,22 @@ def icl_accuracy(model, data: EvalData) -> dict:
     return {"icl_accuracy": _accuracy(model, data, "icl")}
 
 
-@register_measure("iwl_accuracy", tasks=("bursty",))
+@register_measure("iwl_accuracy", eval_sets=("iwl",))
 def iwl_accuracy(model, data: EvalData) -> dict:
     """IWL accuracy: accuracy on trained classes whose label is absent from the context."""
     return {"iwl_accuracy": _accuracy(model, data, "iwl")}
 
 
-@register_measure("label_swap_accuracy", tasks=("bursty",))
+@register_measure("label_swap_accuracy", eval_sets=("label_swap",))
 def label_swap_accuracy(model, data: EvalData) -> dict:
     """Label-swap accuracy: trained classes, every label shifted by a per-sequence s ≠ 0;
     scored against the shifted label, so only use of the context can be right."""
     return {"label_swap_accuracy": _accuracy(model, data, "label_swap")}
 
 
-@register_measure("eval_loss", tasks=("bursty",))
+# The cross-entropy of every set, where each set is scored as a whole: the bursty sets (the
+# modular grid mixes training and held-out pairs; digits scores its own loss).
+@register_measure("eval_loss", eval_sets=BURSTY_SETS)
 def eval_loss(model, data: EvalData) -> dict:
     """Cross-entropy −(1/S) Σ_s log softmax(ŷ_s)[y_s] on each evaluation set."""
     out = {}
@@ -45,7 +49,7 @@ def eval_loss(model, data: EvalData) -> dict:
     return out
 
 
-@register_measure("context_label_accuracy", tasks=("bursty",))
+@register_measure("context_label_accuracy", eval_sets=("icl",))
 def context_label_accuracy(model, data: EvalData) -> dict:
     """CLA (Reddy 2024): fraction of ICL-set predictions that are one of the context labels,
     (1/S) Σ_s [argmax ŷ_s ∈ {ℓ_1, …, ℓ_N}]. It rises in the slow phase before the jump."""

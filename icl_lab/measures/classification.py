@@ -1,11 +1,11 @@
-"""Accuracy and loss on the `digits` task's training subset and held-out images."""
+"""Accuracy and loss on a classification task's `train` and `test` sets (the `digits` task)."""
 
 from __future__ import annotations
 
 from icl_lab.measures.registry import EvalData, register_measure
 
 
-@register_measure("classification_accuracy", tasks=("digits",))
+@register_measure("classification_accuracy", eval_sets=("train", "test"))
 def classification_accuracy(model, data: EvalData) -> dict:
     """(1/S) Σ_s [argmax ŷ_s = y_s] on the training subset and on the test images."""
     out = {}
@@ -15,7 +15,7 @@ def classification_accuracy(model, data: EvalData) -> dict:
     return out
 
 
-@register_measure("classification_loss", tasks=("digits",))
+@register_measure("classification_loss", eval_sets=("train", "test"))
 def classification_loss(model, data: EvalData) -> dict:
     """The task's training loss (MSE on one-hot targets or cross-entropy) on each set."""
     out = {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from icl_lab.measures.registry import EvalData, register_measure
-from icl_lab.measures.sites import is_mlp_model, neuron_hooks, probe_set
+from icl_lab.measures.sites import is_mlp_model, neuron_hooks
 
 
 def consecutive_distances(E: torch.Tensor) -> torch.Tensor:
@@ -22,17 +22,17 @@ def main_embedding_difference(E: torch.Tensor) -> torch.Tensor:
     return consecutive_distances(E).mean()
 
 
-def token_embeddings(model, task) -> torch.Tensor | None:
-    """The embeddings whose uniformity is measured: the operands 0..p−1 (modular); the label
-    vectors through the input map, in label-id order (bursty)."""
-    if task.name == "modular":
-        return model.bridge.embed.weight[: task.config.p]
-    if task.name == "bursty":
-        return task.label_vectors.to(model.input_map.weight.dtype) @ model.input_map.weight.T
-    return None
+def token_embeddings(model, task) -> torch.Tensor:
+    """The embeddings of the task's `ordered_inputs()`, in their order [n, d_model]: rows of the
+    token embedding (tokens: the modular operands 0..p−1) or the vectors through the input map
+    (continuous: the bursty label vectors in label-id order)."""
+    inputs = task.ordered_inputs()
+    if task.io.input_kind == "tokens":
+        return model.bridge.embed.weight[inputs]
+    return inputs.to(model.input_map.weight.dtype) @ model.input_map.weight.T
 
 
-@register_measure("embedding_uniformity", tasks=("modular", "bursty"))
+@register_measure("embedding_uniformity", needs=("transformer", "ordered_inputs"))
 def embedding_uniformity(model, data: EvalData) -> dict:
     """Main embedding difference (Gu et al.): MED = mean_i ‖E[i+1] − E[i]‖₂ over consecutive
     token embeddings, no normalisation. Modular: operands 0..p−1, whose order is the group's;
@@ -60,7 +60,7 @@ def crossings(pre: torch.Tensor) -> torch.Tensor:
     return (pos.any(1) & ~pos.all(1)).sum(-1)
 
 
-@register_measure("local_complexity", tasks=("bursty", "modular", "digits"))
+@register_measure("local_complexity", needs=("probe_set",))
 def local_complexity(model, data: EvalData, directions: int = 25, radius: float = 0.01, points: int = 64, seed: int = 0) -> dict:
     """Local complexity (Humayun et al. 2024, "Deep networks always grok"): the number of
     ReLU neurons whose hyperplane intersects a small neighbourhood of an input, summed over
@@ -78,7 +78,7 @@ def local_complexity(model, data: EvalData, directions: int = 25, radius: float 
     hooks = [h.replace("hook_post", "hook_pre") for h in neuron_hooks(model)]
     if not hooks:
         return {}
-    batch = data.batches[probe_set(data.task)].slice(0, points)
+    batch = data.batches[data.task.probe_set].slice(0, points)
     space = "hook_input" if is_mlp_model(model) else "hook_embed"
     _, cache = model.run_with_cache(batch.inputs, batch.positions, names=[space], batch=batch)
     x = cache[space]  # [n, ...]

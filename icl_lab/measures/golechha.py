@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from icl_lab.measures.registry import EvalData, register_measure
-from icl_lab.measures.sites import neuron_hooks, probe_set, weight_matrices
+from icl_lab.measures.sites import neuron_hooks, weight_matrices
 
 PATTERN_THRESHOLD = 0.01
 
@@ -28,10 +28,10 @@ def sparsity(act: torch.Tensor, threshold: float = 0.0, mask: torch.Tensor | Non
 
 def _sparsity_reads(model, task) -> dict[str, list[str]]:
     hooks = neuron_hooks(model) or [f"blocks.{l}.attn.hook_pattern" for l in range(model.config.n_layers)]
-    return {probe_set(task): hooks}
+    return {task.probe_set: hooks}
 
 
-@register_measure("activation_sparsity", tasks=("bursty", "modular", "digits"), reads=_sparsity_reads)
+@register_measure("activation_sparsity", needs=("probe_set",), reads=_sparsity_reads)
 def activation_sparsity(model, data: EvalData, threshold: float = 0.0) -> dict:
     """Activation sparsity (Golechha 2024): S = (1/(D·n)) Σ_{i≤D} Σ_{j≤n} 𝟙(a_ij ≤ τ) over the D
     probe inputs and the n activations of a layer.
@@ -42,7 +42,7 @@ def activation_sparsity(model, data: EvalData, threshold: float = 0.0) -> dict:
     entries, with τ = 0.01 (an attention weight under 1% counts as off). `activation_sparsity`
     is the mean over the layers.
     """
-    set_name = probe_set(data.task)
+    set_name = data.task.probe_set
     sites = neuron_hooks(model)
     out = {}
     if sites:
@@ -74,7 +74,7 @@ def normalized_weight_entropy(weights: list[torch.Tensor]) -> torch.Tensor:
     return -(torch.xlogy(p, p)).sum()
 
 
-@register_measure("weight_entropy", tasks=("bursty", "modular", "digits"))
+@register_measure("weight_entropy")
 def weight_entropy(model, data: EvalData) -> dict:
     """Absolute weight entropy (Golechha 2024) per weight matrix, H(W) = −Σ |w| ln |w|
     (`weight_entropy.<matrix>`), its sum over the model (`weight_entropy`), and the normalised
@@ -121,14 +121,14 @@ def perturbed_logits(model, batch, fraction: float = 0.1, seed: int = 0) -> torc
                 params[site].copy_(value)
 
 
-@register_measure("local_circuit_complexity", tasks=("bursty", "modular", "digits"))
+@register_measure("local_circuit_complexity", needs=("probe_set",))
 def local_circuit_complexity(model, data: EvalData, fraction: float = 0.1, seed: int = 0) -> dict:
     """Approximate local circuit complexity (Golechha 2024):
     Σ_{i≤D} Σ_y P_W(y|x_i) ln [P_W(y|x_i) / P_W′(y|x_i)], the KL divergence from the model's
     output distribution (softmax of the logits) to that of W′, the model with a random 10% of
     the entries of every weight matrix zeroed (dropout-like, one fixed seeded mask), summed over
     the D probe inputs (`local_circuit_complexity`) and averaged (`..._mean`)."""
-    set_name = probe_set(data.task)
+    set_name = data.task.probe_set
     batch = data.batches[set_name]
     kl = kl_rows(data.logits(model, set_name), perturbed_logits(model, batch, fraction, seed))
     return {"local_circuit_complexity": kl.sum(), "local_circuit_complexity_mean": kl.mean()}

@@ -127,7 +127,7 @@ def correlation_traps(W: torch.Tensor, seed: int = 0) -> int:
     return int((rand > trap_threshold(sigma2, N, M)).sum())
 
 
-@register_measure("htsr", tasks=("bursty", "modular", "digits"))
+@register_measure("htsr")
 def htsr(model, data: EvalData) -> dict:
     """HTSR per weight matrix (Martin & Mahoney; Prakash & Martin 2025): `alpha.<matrix>`, the
     power-law exponent of the ESD tail of WᵀW/N (MLE, λ_min by KS); `alpha_mean` over the

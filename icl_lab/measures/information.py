@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from icl_lab.measures.registry import EvalData, register_measure
-from icl_lab.measures.sites import last_position, probe_set, representation_hooks
+from icl_lab.measures.sites import last_position, representation_hooks
 
 BINS = 30
 
@@ -59,16 +59,16 @@ def mutual_information_bits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _reads(model, task) -> dict[str, list[str]]:
-    return {probe_set(task): representation_hooks(model)}
+    return {task.probe_set: representation_hooks(model)}
 
 
-@register_measure("mutual_information", tasks=("bursty", "modular", "digits"), reads=_reads)
+@register_measure("mutual_information", needs=("probe_set",), reads=_reads)
 def mutual_information(model, data: EvalData, bins: int = BINS) -> dict:
     """I(T; X) (`mi_input.<layer>`) and I(T; Y) (`mi_label.<layer>`) in bits, binning
     estimator (Shwartz-Ziv & Tishby 2017), for each hidden layer T: an MLP's hidden layers;
     a transformer's residual stream after each block at the answer position. X = the probe
     example, Y = its target class."""
-    set_name = probe_set(data.task)
+    set_name = data.task.probe_set
     batch = data.batches[set_name]
     x_sym = symbols(batch.inputs)
     y_sym = symbols(batch.targets[:, None])

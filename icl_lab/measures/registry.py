@@ -1,6 +1,8 @@
 """The measures registry: functions `(model, eval data) -> {metric name: value}`.
 
-A measure is registered under a name with the tasks it applies to. The trainer calls the
+A measure is registered under a name with what it needs from a task: capabilities (see
+icl_lab/tasks/base.py: `transformer`, `probe_set`, `ideal_attention`, `modular_arithmetic`, ...)
+and eval sets by name; it applies to every task that offers them. The trainer calls the
 run's measures every `eval_every` steps; `icl-lab measure` (`icl_lab/posthoc.py`) calls the same functions on
 checkpoints, so live and post-hoc values agree. Values are 0-d tensors (kept on the device
 until the evaluation ends) or floats.
@@ -64,27 +66,45 @@ class MeasureFn(Protocol):
 class Measure:
     name: str
     fn: MeasureFn
-    tasks: tuple[str, ...]
+    needs: tuple[str, ...] = ()  # task capabilities (icl_lab.tasks.CAPABILITIES)
     # (model, task) -> {set name: hook names} the measure will read, for one shared pass
     reads: Callable | None = None
     doc: str = ""
+    eval_sets: tuple[str, ...] = ()  # eval sets it reads by name
+
+    def missing(self, task_name: str) -> list[str]:
+        """What the task lacks for this measure (empty: the measure applies)."""
+        from icl_lab.tasks import task_capabilities, task_class
+
+        caps = task_capabilities(task_name)
+        sets = task_class(task_name).eval_set_names
+        return [f"capability {c!r}" for c in self.needs if c not in caps] + [
+            f"eval set {s!r}" for s in self.eval_sets if s not in sets
+        ]
 
 
 MEASURES: dict[str, Measure] = {}
 
 
-def register_measure(name: str, tasks: tuple[str, ...], reads: Callable | None = None):
-    """Decorator: add a measure to the registry under `name` for the given tasks."""
+def register_measure(name: str, needs: tuple[str, ...] = (), eval_sets: tuple[str, ...] = (), reads: Callable | None = None):
+    """Decorator: add a measure under `name`, for every task with the capabilities `needs`
+    and the eval sets `eval_sets`."""
+    from icl_lab.tasks import CAPABILITIES
+
+    unknown = [c for c in needs if c not in CAPABILITIES]
+    if unknown:
+        raise ValueError(f"measure {name!r} needs unknown capabilities {unknown}; known: {', '.join(CAPABILITIES)}")
 
     def wrap(fn: MeasureFn) -> MeasureFn:
-        MEASURES[name] = Measure(name=name, fn=fn, tasks=tasks, reads=reads, doc=fn.__doc__ or "")
+        MEASURES[name] = Measure(name=name, fn=fn, needs=tuple(needs), reads=reads, doc=fn.__doc__ or "", eval_sets=tuple(eval_sets))
         return fn
 
     return wrap
 
 
 def measures_for_task(task_name: str) -> list[str]:
-    return [name for name, m in MEASURES.items() if task_name in m.tasks]
+    """The registered measures whose needs the task meets, in registration order."""
+    return [name for name, m in MEASURES.items() if not m.missing(task_name)]
 
 
 # The progress-measure suite from the literature (issue 6): `progress` in a measures list
@@ -116,8 +136,9 @@ def validate_measures(names: list[str], task_name: str) -> None:
     valid = measures_for_task(task_name)
     for name in names:
         if name not in valid:
+            why = f" (it needs {', '.join(MEASURES[name].missing(task_name))})" if name in MEASURES else ""
             raise ConfigError(
-                f"unknown measure {name!r} for task {task_name!r}.{did_you_mean(name, valid + list(MEASURE_GROUPS))} "
+                f"unknown measure {name!r} for task {task_name!r}{why}.{did_you_mean(name, valid + list(MEASURE_GROUPS))} "
                 f"Valid measures: {', '.join(valid)}; groups: {', '.join(MEASURE_GROUPS)}"
             )
 

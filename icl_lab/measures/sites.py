@@ -1,4 +1,5 @@
-"""Where the progress measures look: weight matrices, neuron hooks, probe inputs.
+"""Where the progress measures look: weight matrices and neuron hooks (the probe inputs are
+the task's `probe_set` eval set).
 
 One place decides these for every model the lab builds (TL bridge transformers with or without
 MLPs, the MLP readout, the plain MLP), so every measure names its metrics the same way:
@@ -8,15 +9,6 @@ MLPs, the MLP readout, the plain MLP), so every measure names its metrics the sa
 from __future__ import annotations
 
 import torch
-
-# The inputs each task's activation measures read: digits/Golechha use the training images;
-# the modular grid holds every pair; the bursty ICL set is the ability whose emergence we watch.
-PROBE_SET = {"bursty": "icl", "modular": "grid", "digits": "train"}
-
-
-def probe_set(task) -> str:
-    return PROBE_SET.get(task.name, task.eval_set_names[0])
-
 
 def is_mlp_model(model) -> bool:
     return getattr(model.config, "arch", "transformer") == "mlp"

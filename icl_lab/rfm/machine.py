@@ -17,7 +17,6 @@ with the final feature matrix; `checkpoints/step_t.safetensors` holds M_t.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,11 @@ from tqdm.auto import tqdm
 
 from icl_lab.config import ConfigError, to_dict
 from icl_lab.phases import find_transition
-from icl_lab.provenance import device_description, git_commit, package_versions, resolve_device
+from icl_lab.provenance import provenance_record, resolve_device
 from icl_lab.rfm.kernels import KERNELS, agop, kernel_matrix, matrix_power_psd, predictor_gradients
 from icl_lab.rfm.measures import alignment, circulant_deviation, operand_block
-from icl_lab.store import RunWriter
+from icl_lab.lifecycle import RunLifecycle
+from icl_lab.store import RunWriter, check_new_run_dir
 from icl_lab.tasks.modular import ModularConfig, split_pairs
 
 
@@ -88,13 +88,7 @@ def solve_ridge(K: torch.Tensor, Y: torch.Tensor, ridge: float) -> torch.Tensor:
 
 def run_rfm(config: RFMConfig, out: str | Path, *, progress: bool = True, overwrite: bool = False) -> RFMResult:
     device = resolve_device(config.device)
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"run directory {out} already exists and is not empty; choose another --out or pass --overwrite")
-    if out.exists() and overwrite:
-        import shutil
-
-        shutil.rmtree(out)
+    check_new_run_dir(out, overwrite)
     dtype = torch.float64 if config.dtype == "float64" else torch.float32
     p = config.p
     split = split_pairs(ModularConfig(p=p, op=config.op, train_fraction=config.train_fraction), seed=config.seed)
@@ -104,21 +98,17 @@ def run_rfm(config: RFMConfig, out: str | Path, *, progress: bool = True, overwr
     tr, te = split.train_idx.to(device), split.test_idx.to(device)
     X_tr, Y_tr, X_te = X[tr], Y[tr], X[te]
 
-    writer = RunWriter(out, {
+    run = RunLifecycle.start(out, {
         "kind": "rfm",
         "rfm": to_dict(config),
         "n_train": int(tr.numel()),
         "n_test": int(te.numel()),
-        "resolved_device": str(device),
-        "device_description": device_description(device),
-        "versions": package_versions(),
-        "git": git_commit(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
-    started = time.perf_counter()
+        **provenance_record(device),
+    }, verb="rfm", overwrite=overwrite)
+    writer = run.writer
     M = torch.eye(2 * p, dtype=dtype, device=device)
     history: list[torch.Tensor] = []
-    try:
+    with run:
         for t in tqdm(range(config.iters), disable=not progress, desc=f"rfm {config.op} mod {p}", unit="iter"):
             K_tr = kernel_matrix(X_tr, X_tr, M, config.kernel, config.bandwidth)
             alpha = solve_ridge(K_tr, Y_tr, config.ridge)
@@ -145,17 +135,9 @@ def run_rfm(config: RFMConfig, out: str | Path, *, progress: bool = True, overwr
         for t, M_t in enumerate(history):
             writer.add_metrics(t, {"agop_alignment": float(alignment(M_t, final))})
         writer.flush_metrics()
-    except BaseException as err:
-        import traceback
-
-        writer.flush_metrics()
-        writer.set_status("failed", error="".join(traceback.format_exception(type(err), err, err.__traceback__)))
-        raise
-    wall = time.perf_counter() - started
-    summary = summarize_rfm(writer, wall)
-    writer.write_summary(summary)
-    writer.set_status("done", wall_seconds=wall, steps=config.iters - 1)
-    return RFMResult(run_dir=out, feature_matrices=history, summary=summary)
+        summary = summarize_rfm(writer, run.wall_seconds)
+        run.finish(summary, steps=config.iters - 1)
+    return RFMResult(run_dir=writer.dir, feature_matrices=history, summary=summary)
 
 
 def summarize_rfm(writer: RunWriter, wall: float) -> dict[str, Any]:

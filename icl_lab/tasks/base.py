@@ -1,8 +1,25 @@
-"""What every task hands to the model and the trainer: a batch of sequences and its shape."""
+"""The task contract: what every task provides, what some tasks offer, and the batch it hands over.
+
+`Task` lists what the trainer, the models and the measures call on every task; the small
+capability protocols below list what only some tasks offer (interventions, ablations and
+measures ask for them by name). `register_task` (icl_lab/tasks/__init__.py) checks a task class
+against both once, when it is registered, so a task missing a method fails there with the
+method named, not mid-run.
+
+Why `typing.Protocol` rather than an ABC: tasks stay plain classes (no base class to inherit,
+nothing to call in `__init__`), and each optional part is its own protocol, so "can this task
+do X" is `isinstance(task, CorruptedTwin)`, answered by what the class defines. With an ABC the
+optional methods would be either abstract (every task writes them) or inherited no-ops (and
+then nothing can tell whether a task really has them). `runtime_checkable` isinstance only
+checks that the names exist, which is what `check_task_class` checks, with a clear error.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import inspect
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
@@ -12,7 +29,8 @@ class ModelIO:
     """What a model must accept and produce for a task.
 
     input_kind: "continuous" (vectors of `d_input` per token, entering through the model's
-    input map) or "tokens" (integer ids below `d_vocab`, through the bridge's own embedding).
+    input map), "tokens" (integer ids below `d_vocab`, through the bridge's own embedding) or
+    "features" (one vector of `d_input` per example, for the MLP).
     """
 
     input_kind: str
@@ -66,3 +84,145 @@ class TaskBatch:
                 for f in fields(TaskBatch)
             }
         )
+
+
+# -- the contract -------------------------------------------------------------------------
+# A task's input kind decides its model (icl_lab.models.build_model): sequences of tokens or of
+# vectors get a TransformerBridge, feature vectors a ReLU MLP.
+MODEL_FAMILY = {"tokens": "transformer", "continuous": "transformer", "features": "mlp"}
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What every task provides. A task class is built as `cls(config, seed=seed, device=device)`:
+    whatever is random about the task itself (class means, a train/test split) comes from `seed`.
+
+    name: the name it is registered under; input_kind: tokens | continuous | features (the
+    model family follows, see MODEL_FAMILY); eval_set_names: the keys of `eval_sets()`, which
+    measures select on (`icl`, `iwl`, `label_swap`: the bursty sets; `train`, `test`: a held-out
+    classification; `grid`: every modular pair).
+    """
+
+    name: ClassVar[str]
+    input_kind: ClassVar[str]
+    eval_set_names: ClassVar[tuple[str, ...]]
+    config: Any  # the task's frozen config dataclass (an instance attribute)
+
+    @property
+    def io(self) -> ModelIO:
+        """What the model must accept and produce (`io.input_kind == input_kind`)."""
+
+    def make_generator(self, seed: int) -> torch.Generator:
+        """A generator on the task's device, for `sample_batch`."""
+
+    def sample_batch(self, batch_size: int, gen: torch.Generator) -> TaskBatch:
+        """One training batch, drawn with `gen` only (a run is reproducible from its seed)."""
+
+    def eval_sets(self, size: int | None = None) -> dict[str, TaskBatch]:
+        """The fixed evaluation sets by name (the same batches at every evaluation)."""
+
+    def loss(self, logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
+        """The training loss of logits [batch, n_outputs] on `batch`, in the logits' dtype."""
+
+
+# -- capabilities: what only some tasks offer ------------------------------------------------
+@runtime_checkable
+class PositionRoles(Protocol):
+    def position_roles(self) -> dict[str, list[int]]:
+        """Named positions of the sequence layout ({"query": [T-1], "labels": [...], ...});
+        intervention specs name them, the previous-token score reads `labels`."""
+
+
+@runtime_checkable
+class IdealAttention(Protocol):
+    def ideal_attention(self, kind: str, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A perfect head's pattern [batch, query_pos, key_pos] of `kind` (previous_token,
+        induction) and the rows where it is defined [batch, query_pos]."""
+
+
+@runtime_checkable
+class CorruptedTwin(Protocol):
+    def corrupted_twin(self, batch: TaskBatch, gen: torch.Generator) -> TaskBatch:
+        """The same sequences with another answer and the same structure (activation patching)."""
+
+
+@runtime_checkable
+class ProbeSet(Protocol):
+    probe_set: ClassVar[str]  # the eval set whose inputs activation measures read
+
+
+@runtime_checkable
+class OrderedInputs(Protocol):
+    def ordered_inputs(self) -> torch.Tensor:
+        """Inputs whose order means something, for embedding uniformity: token ids [n]
+        (input_kind tokens) or vectors [n, d_input] (continuous)."""
+
+
+@runtime_checkable
+class AfterTraining(Protocol):
+    def after_training(self, run_dir: Path) -> dict[str, Any]:
+        """Work on the finished run (every checkpoint written), e.g. post-hoc metrics appended
+        through the store; returns a small JSON-able dict for the run summary."""
+
+
+CAPABILITY_PROTOCOLS: dict[str, type] = {
+    "position_roles": PositionRoles,
+    "ideal_attention": IdealAttention,
+    "corrupted_twin": CorruptedTwin,
+    "probe_set": ProbeSet,
+    "ordered_inputs": OrderedInputs,
+    "after_training": AfterTraining,
+}
+# Data contracts a task declares in its `provides` tuple (no method shows them).
+DECLARED_CAPABILITIES = {
+    "modular_arithmetic": "config.p and config.op; a `grid` eval set of every (a, b) pair in "
+    "row-major order; `labels`, `train_idx`, `test_idx` indexing it",
+}
+CAPABILITIES = (*CAPABILITY_PROTOCOLS, *DECLARED_CAPABILITIES, *sorted(set(MODEL_FAMILY.values())))
+
+
+def protocol_members(protocol: type) -> list[str]:
+    """The attribute and method names a protocol lists (what `isinstance` checks)."""
+    names = [k for k in vars(protocol) if not k.startswith("_")]
+    names += [k for k in getattr(protocol, "__annotations__", {}) if k not in names]
+    return names
+
+
+INSTANCE_MEMBERS = ("config",)  # set in __init__, so not visible on the class
+TASK_MEMBERS = [m for m in protocol_members(Task) if m not in INSTANCE_MEMBERS]
+
+
+def check_task_class(name: str, config_class: type, task_class: type) -> None:
+    """Refuse a task class that does not satisfy `Task`, naming what is wrong."""
+    where = f"task {name!r} ({task_class.__qualname__})"
+    missing = [m for m in TASK_MEMBERS if not hasattr(task_class, m)]
+    if missing:
+        raise TypeError(f"{where} lacks {', '.join(missing)}, required by the Task protocol (icl_lab/tasks/base.py)")
+    if task_class.name != name:
+        raise TypeError(f"{where} is registered as {name!r} but its `name` is {task_class.name!r}")
+    if task_class.input_kind not in MODEL_FAMILY:
+        raise TypeError(f"{where}: input_kind={task_class.input_kind!r} is not one of {', '.join(MODEL_FAMILY)}")
+    names = task_class.eval_set_names
+    if not isinstance(names, tuple) or not names or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"{where}: eval_set_names must be a non-empty tuple of names, got {names!r}")
+    if not (isinstance(config_class, type) and is_dataclass(config_class)):
+        raise TypeError(f"{where}: its config class {config_class!r} must be a dataclass")
+    params = inspect.signature(task_class).parameters
+    absent = [p for p in ("seed", "device") if p not in params]
+    if absent or len(params) < 3:
+        raise TypeError(f"{where}: the constructor must be (config, seed, device), got {tuple(params)}")
+    unknown = [c for c in getattr(task_class, "provides", ()) if c not in DECLARED_CAPABILITIES]
+    if unknown:
+        raise TypeError(f"{where}: provides unknown {', '.join(unknown)}; declarable: {', '.join(DECLARED_CAPABILITIES)}")
+    probe = getattr(task_class, "probe_set", None)
+    if probe is not None and probe not in names:
+        raise TypeError(f"{where}: probe_set={probe!r} is not one of its eval sets {', '.join(names)}")
+
+
+def capabilities_of(task_class: type) -> frozenset[str]:
+    """The capability protocols a task class implements, the model family its inputs get,
+    and what it declares in `provides`."""
+    caps = {cap for cap, proto in CAPABILITY_PROTOCOLS.items() if all(hasattr(task_class, m) for m in protocol_members(proto))}
+    caps.add(MODEL_FAMILY[task_class.input_kind])
+    caps.update(getattr(task_class, "provides", ()))
+    return frozenset(caps)

@@ -109,7 +109,9 @@ class BurstyTask:
     """
 
     name = "bursty"
+    input_kind = "continuous"
     eval_set_names = ("icl", "iwl", "label_swap")
+    probe_set = "icl"  # the ability whose emergence the activation measures watch
 
     def __init__(self, config: BurstyConfig, seed: int, device: torch.device | str = "cpu"):
         self.config = config
@@ -134,7 +136,7 @@ class BurstyTask:
     def io(self) -> ModelIO:
         c = self.config
         return ModelIO(
-            input_kind="continuous",
+            input_kind=self.input_kind,
             d_input=c.dim,
             n_ctx=c.n_positions,
             n_outputs=c.num_labels,
@@ -145,7 +147,12 @@ class BurstyTask:
         """Cross-entropy of the query's label: −log softmax(logits)[target], batch mean."""
         return F.cross_entropy(logits, batch.targets)
 
-    # -- structure, for interventions ----------------------------------------------------
+    # -- structure, for interventions and measures -------------------------------------
+    def ordered_inputs(self) -> torch.Tensor:
+        """The label vectors [L, D] in label-id order (an arbitrary order: embedding
+        uniformity then tracks their spacing, not a learned ordering)."""
+        return self.label_vectors
+
     def position_roles(self) -> dict[str, list[int]]:
         """Named positions of the layout x₁ ℓ₁ … x_N ℓ_N x_q."""
         N = self.config.context_pairs

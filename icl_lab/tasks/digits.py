@@ -112,7 +112,9 @@ def load_arrays(config: DigitsConfig) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 class DigitsTask:
     name = "digits"
+    input_kind = "features"
     eval_set_names = ("train", "test")
+    probe_set = "train"  # Golechha's measures read the training images
 
     def __init__(self, config: DigitsConfig, seed: int, device="cpu"):
         self.config = config
@@ -148,7 +150,7 @@ class DigitsTask:
 
     @property
     def io(self) -> ModelIO:
-        return ModelIO(input_kind="features", n_ctx=1, n_outputs=N_CLASSES, seq_len=1, d_input=self.train.inputs.shape[1])
+        return ModelIO(input_kind=self.input_kind, n_ctx=1, n_outputs=N_CLASSES, seq_len=1, d_input=self.train.inputs.shape[1])
 
     def make_generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(seed)

@@ -8,6 +8,7 @@ permutation splits them into ⌊train_fraction · N⌋ training pairs and the re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -15,6 +16,9 @@ from icl_lab.config import ConfigError
 from icl_lab.tasks.base import ModelIO, TaskBatch
 
 OPERATIONS = ("add", "sub", "mul", "div")
+
+
+MAX_P = 2003  # p² ≈ 4e6 pairs: the largest modulus whose full pair grid fits comfortably
 
 
 def is_prime(n: int) -> bool:
@@ -58,6 +62,8 @@ class ModularConfig:
     def __post_init__(self) -> None:
         if self.op not in OPERATIONS:
             raise ConfigError(f"op {self.op!r} is not one of {', '.join(OPERATIONS)}")
+        if not isinstance(self.p, int) or not 2 <= self.p <= MAX_P:
+            raise ConfigError(f"p={self.p!r} is out of range: a prime in 2..{MAX_P} (all p² pairs are built in memory)")
         if not is_prime(self.p):
             raise ConfigError(f"p={self.p} must be prime (division and the Fourier analysis need Z_p a field)")
         if not 0.0 < self.train_fraction < 1.0:
@@ -126,7 +132,10 @@ class ModularTask:
     """Token batches for a ∘ b mod p: inputs [batch, 3] = (a, b, =) with `=` the token p."""
 
     name = "modular"
+    input_kind = "tokens"
     eval_set_names = ("grid",)
+    probe_set = "grid"  # every pair, train and test
+    provides = ("modular_arithmetic",)
 
     def __init__(self, config: ModularTaskConfig, seed: int, device="cpu"):
         self.config = config
@@ -143,7 +152,7 @@ class ModularTask:
     @property
     def io(self) -> ModelIO:
         p = self.config.p
-        return ModelIO(input_kind="tokens", n_ctx=3, n_outputs=p, seq_len=3, d_vocab=p + 1)
+        return ModelIO(input_kind=self.input_kind, n_ctx=3, n_outputs=p, seq_len=3, d_vocab=p + 1)
 
     def _batch(self, idx: torch.Tensor) -> TaskBatch:
         tokens = self.tokens[idx]
@@ -174,3 +183,16 @@ class ModularTask:
     def full_grid(self):
         """Every pair in (a, b) row-major order, for Fourier measures (div: b ≥ 1 only)."""
         return self._batch(torch.arange(self.tokens.shape[0], device=self.device))
+
+    def ordered_inputs(self) -> torch.Tensor:
+        """The operand tokens 0..p−1, whose order is the group's."""
+        return torch.arange(self.config.p, device=self.device)
+
+    def after_training(self, run_dir: Path) -> dict:
+        """Nanda et al.'s protocol on the finished run: the final model's key frequencies, then
+        restricted / excluded loss with them at every checkpoint, appended to the run's metrics
+        (`restricted_loss_final_keys`, `excluded_loss_final_keys`; add and sub with MLPs only)."""
+        from icl_lab.grokking.posthoc import add_final_key_losses  # grokking imports tasks
+
+        keys = add_final_key_losses(run_dir, device=str(self.device))
+        return {"final_key_frequencies": keys} if keys else {}

@@ -1,0 +1,62 @@
+"""`icl-lab`: the command line. One module per verb holds its parser and its handler.
+
+    icl-lab train TASK [--preset P] [--steps N] [--seed S] [--device auto|cpu|cuda|cuda:N]
+                       [--out DIR] [--set KEY=VALUE ...] [--intervention SPEC.toml ...] [--overwrite]
+    icl-lab presets
+    icl-lab resume RUN
+    icl-lab rfm [--op add|sub|mul|div] [--p P] [--train-frac F | --train-fracs F,F,...] [--iters N] ...
+    icl-lab ablate RUN [--step N] [--kind zero|mean|resample] [--over heads|positions|layers] [--metrics M,...]
+    icl-lab patch RUN [--step N] [--over heads|positions|layers]
+    icl-lab measure RUN [--measures M,...] [--steps S,... | all] [--device D]
+    icl-lab sweep SPEC.toml --out DIR [--executor local|ray] [--workers N] [--retry-failed]
+    icl-lab experiment singh-clamps|anti-grokking [--seeds 0,1,2] [--steps N] [--out DIR] [--device D]
+
+Every argument is checked before any work starts: a bad value exits with code 2 and one line
+`icl-lab VERB: error: ...` naming it and the valid choices, with nothing written. `--help`,
+`presets` and the refusals answer without importing TransformerLens (seconds): a handler
+imports the modules that build models only when it runs. `sweep` exits with 1 when a run of
+its grid failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from icl_lab.cli import ablate, experiment, measure, patch, presets, resume, rfm, sweep, train
+from icl_lab.config import ConfigError
+
+# verb -> its module: HELP (one line), DESCRIPTION (optional), add_arguments(parser) and
+# run(args) -> exit code
+VERBS = {
+    "train": train,
+    "presets": presets,
+    "resume": resume,
+    "rfm": rfm,
+    "ablate": ablate,
+    "patch": patch,
+    "measure": measure,
+    "sweep": sweep,
+    "experiment": experiment,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="icl-lab",
+        description="Train small TransformerLens models on synthetic tasks and watch abilities emerge.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, verb in VERBS.items():
+        verb.add_arguments(sub.add_parser(name, help=verb.HELP, description=getattr(verb, "DESCRIPTION", None)))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on unknown verbs, choices, options and bad values
+    try:
+        return VERBS[args.command].run(args)
+    except ConfigError as err:  # RunError (a bad run directory or file) is one
+        message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        parser.exit(2, f"icl-lab {args.command}: error: {message}\n")
+

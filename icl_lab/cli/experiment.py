@@ -1,0 +1,40 @@
+"""`icl-lab experiment NAME`: run a paper reproduction (icl_lab/experiments/)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+from icl_lab.cli.arguments import check_output_folder, comma_list, count, device, seed
+from icl_lab.experiments import EXPERIMENTS
+
+# experiment name -> module with run_experiment(out, seeds, steps=, progress=, overrides=) -> table
+# and markdown(table) -> str; imported when the experiment runs (they train models)
+RUNNERS = {
+    "singh-clamps": "icl_lab.experiments.singh",
+    "anti-grokking": "icl_lab.experiments.antigrokking",
+}
+
+
+HELP = "run a paper reproduction"
+DESCRIPTION = "Run a paper reproduction. " + " ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", choices=sorted(RUNNERS), help="which experiment")
+    parser.add_argument("--seeds", type=comma_list(seed, "seeds"), default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--steps", type=count, default=None, help="steps per run (default: the preset's)")
+    parser.add_argument("--out", default=None, help="directory for its runs and table (default runs/<name>)")
+    parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = check_output_folder("--out", Path(args.out or f"runs/{args.name}"))
+    runner = importlib.import_module(RUNNERS[args.name])
+    table = runner.run_experiment(out, args.seeds, steps=args.steps, progress=not args.no_progress,
+                                  overrides={"device": args.device})
+    print(runner.markdown(table))
+    print(f"runs and table in {out.resolve()}")
+    return 0

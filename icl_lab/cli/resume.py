@@ -1,0 +1,37 @@
+"""`icl-lab resume RUN`: continue a stopped run from its newest intact checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from icl_lab.checkpoints import run_config_of
+from icl_lab.store import intact_state_steps, read_status
+
+
+HELP = "continue a stopped run (killed, failed or interrupted) from its latest checkpoint"
+DESCRIPTION = (
+    "Restore weights, optimizer, schedule and data stream from the run's newest intact checkpoint and"
+    " train to its configured length; the result equals an uninterrupted run."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="run directory")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run)
+    config = run_config_of(run_dir)  # RunError: not a run, or a corrupt config.json
+    if read_status(run_dir)["state"] == "done":
+        print(f"{run_dir} is done; nothing to resume")
+        return 0
+    steps, _ = intact_state_steps(run_dir)  # none: train refuses, naming the run
+    if steps:
+        print(f"resuming {run_dir} from step {steps[-1]} of {config.train.steps}")
+    from icl_lab.train import train  # builds the model: imports TransformerLens
+
+    result = train(config, run_dir, progress=not args.no_progress, resume=True)
+    print(f"done in {result.summary['wall_seconds']:.1f} s (this part); run stored in {run_dir.resolve()}")
+    return 0

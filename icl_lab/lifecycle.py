@@ -1,0 +1,62 @@
+"""One run lifecycle for everything that writes a run (the trainer, RFM, resume):
+
+    with RunLifecycle.start(out, record, verb="train", overwrite=False) as run:
+        run.writer.add_metrics(...); run.writer.flush_metrics(); run.writer.save_checkpoint(...)
+        run.finish(summary, steps=n)
+
+`start` checks the directory (only a run the lab wrote is ever replaced), takes the run's
+lock, records the config and marks the run running; `resume` takes the lock of an existing
+run. Leaving the block by an exception flushes the metrics and marks the run failed with the
+traceback; Ctrl-C (KeyboardInterrupt) marks it stopped, which is resumable; either way the
+lock is released and the exception propagates.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from icl_lab.store import RunWriter
+
+
+class RunLifecycle:
+    def __init__(self, writer: RunWriter):
+        self.writer = writer
+        self.started = time.perf_counter()
+        self.finished = False
+
+    @classmethod
+    def start(cls, out: str | Path, record: dict[str, Any], *, verb: str, overwrite: bool = False) -> "RunLifecycle":
+        return cls(RunWriter.create(out, record, verb=verb, overwrite=overwrite))
+
+    @classmethod
+    def resume(cls, out: str | Path, *, verb: str) -> "RunLifecycle":
+        return cls(RunWriter.reopen(out, verb=verb))
+
+    @property
+    def wall_seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def finish(self, summary: dict[str, Any], **status: Any) -> None:
+        """summary.json, then status done (with this part's wall time)."""
+        self.writer.write_summary(summary)
+        self.writer.set_status("done", wall_seconds=self.wall_seconds, **status)
+        self.finished = True
+
+    def __enter__(self) -> "RunLifecycle":
+        return self
+
+    def __exit__(self, kind, err, tb) -> None:
+        try:
+            if err is not None:
+                self.writer.flush_metrics()
+                if isinstance(err, KeyboardInterrupt):
+                    self.writer.set_status("stopped", error="interrupted (Ctrl-C); resume it with `icl-lab resume`",
+                                           wall_seconds=self.wall_seconds)
+                else:
+                    self.writer.set_status("failed", error="".join(traceback.format_exception(kind, err, tb)),
+                                           wall_seconds=self.wall_seconds)
+        finally:
+            self.writer.close()

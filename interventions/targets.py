@@ -1,0 +1,329 @@
+"""What a clamp's selected entries become: one class per spec `target`, found in a registry.
+
+    @register
+    class Zero(Target):
+        name = "zero"
+
+        def value(self, act, site, engine):
+            return torch.zeros((), device=act.device), None
+
+A target checks the spec fields it needs (`check_spec`, when the spec is made), checks once,
+before any training, that it can act at a hook of this model and task (`validate`), may
+compute activations ahead of each forward (`before_forward`: another checkpoint, or this
+model on another input), and gives the tensor the selected entries are mixed towards
+(`value`). The engine calls only these; a new target is one class and `@register`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from interventions.errors import ConfigError
+from interventions.protocols import CarriesBatch, ForwardCallbacks, IdealAttention
+from interventions.selection import Site
+
+if TYPE_CHECKING:
+    from interventions.engine import InterventionEngine
+    from interventions.spec import Intervention
+
+TARGET_CLASSES: dict[str, type[Target]] = {}
+
+
+def register(cls: type[Target]) -> type[Target]:
+    """Class decorator: make `cls` the target called `cls.name` in specs."""
+    TARGET_CLASSES[cls.name] = cls
+    return cls
+
+
+class Target:
+    """Base class: one instance per spec, shared by the hooks the spec expands to."""
+
+    name: ClassVar[str]
+
+    def __init__(self, spec: Intervention):
+        self.spec = spec
+
+    @classmethod
+    def check_spec(cls, spec: Intervention) -> None:
+        """Raise ConfigError if the spec lacks a field this target needs."""
+
+    def validate(self, site: Site, engine: InterventionEngine) -> None:
+        """Raise ConfigError if this target cannot act at `site` of the engine's model."""
+
+    def before_forward(self, engine: InterventionEngine, inputs, positions, batch) -> None:
+        """Runs before each forward while the spec is active."""
+
+    def value(self, act: torch.Tensor, site: Site, engine: InterventionEngine):
+        """(target broadcastable to act, extra mask broadcastable to act or None)."""
+        raise NotImplementedError(f"target {self.name!r} defines no value")
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """{hook name: tensor} this target accumulates across forwards (saved with checkpoints)."""
+        return {}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Replace what `state()` returns (resume, or evaluation of a stored checkpoint)."""
+
+
+@register
+class Zero(Target):
+    name = "zero"
+
+    def value(self, act, site, engine):
+        return torch.zeros((), device=act.device), None
+
+
+@register
+class Constant(Target):
+    """Every selected entry becomes the spec's `value`."""
+
+    name = "constant"
+
+    def value(self, act, site, engine):
+        return torch.full((), self.spec.value, device=act.device), None
+
+
+@register
+class Mean(Target):
+    """The mean over the batch of this forward's activation."""
+
+    name = "mean"
+
+    def value(self, act, site, engine):
+        return act.detach().mean(dim=0, keepdim=True), None
+
+
+@register
+class RunningMean(Target):
+    """m <- momentum · m + (1 − momentum) · (batch mean), updated on training forwards only;
+    the first forward sets m to its batch mean."""
+
+    name = "running_mean"
+
+    def __init__(self, spec: Intervention):
+        super().__init__(spec)
+        self.means: dict[str, torch.Tensor] = {}  # hook name -> [1, *shape]
+
+    def value(self, act, site, engine):
+        batch_mean = act.detach().mean(dim=0, keepdim=True)
+        if site.hook not in self.means:
+            self.means[site.hook] = batch_mean
+        elif engine.phase == "train":
+            momentum = self.spec.momentum
+            self.means[site.hook] = momentum * self.means[site.hook] + (1 - momentum) * batch_mean
+        return self.means[site.hook], None
+
+    def state(self):
+        return dict(self.means)
+
+    def load_state(self, state):
+        self.means = dict(state)
+
+
+@register
+class File(Target):
+    """A tensor from `file` (.safetensors, tensor `key`; or a torch .pt file), broadcast to
+    the activation."""
+
+    name = "file"
+
+    def __init__(self, spec: Intervention):
+        super().__init__(spec)
+        self.tensors: dict[str, torch.Tensor] = {}  # hook name -> tensor on the model's device
+
+    @classmethod
+    def check_spec(cls, spec):
+        if not spec.file:
+            raise ConfigError(f"intervention {spec.label}: target 'file' needs file")
+
+    def validate(self, site, engine):
+        tensor = _load_tensor_file(self.spec.file, self.spec.key, site.where)
+        full = (1, *site.layout.shape)
+        try:
+            ok = torch.broadcast_shapes(tuple(tensor.shape), full) == full
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"{site.where}: target tensor from {self.spec.file} has shape {list(tensor.shape)}, which does "
+                f"not broadcast to the activation's [batch, {', '.join(map(str, site.layout.shape))}]"
+            )
+        self.tensors[site.hook] = tensor.to(device=engine.device, dtype=torch.float32)
+
+    def value(self, act, site, engine):
+        return self.tensors[site.hook], None
+
+
+class IdealPattern(Target):
+    """The task's ideal attention pattern of kind `name` on the current batch; query rows the
+    task leaves undefined for a sequence are not touched."""
+
+    def validate(self, site, engine):
+        if not site.hook.endswith("hook_pattern"):
+            raise ConfigError(
+                f"{site.where}: target {self.name!r} is an attention pattern; use it on a *.attn.hook_pattern hook"
+            )
+        if not isinstance(engine.task, IdealAttention):
+            raise ConfigError(
+                f"{site.where}: target {self.name!r} needs the task's ideal attention patterns, and task "
+                f"{getattr(engine.task, 'name', type(engine.task).__name__)!r} defines no ideal attention "
+                "patterns (interventions.protocols.IdealAttention)"
+            )
+        _require(engine, CarriesBatch, site, self.name, "the task batch of each forward (model.current_batch)")
+
+    def value(self, act, site, engine):
+        batch = engine.model.current_batch
+        if batch is None:
+            raise RuntimeError(
+                f"intervention {self.spec.label} (target {self.name!r}) needs the task batch: call "
+                "model.forward_batch(batch) or pass batch= to the model"
+            )
+        pattern, defined = engine.task.ideal_attention(self.name, batch)  # [b, q, k], [b, q]
+        return pattern[:, None, :, :], defined[:, None, :, None]
+
+
+@register
+class PreviousToken(IdealPattern):
+    name = "previous_token"
+
+
+@register
+class Induction(IdealPattern):
+    name = "induction"
+
+
+class Reference(Target):
+    """The same hook's activation in another forward that runs just before this one (on
+    another model, or on another input); subclasses say which."""
+
+    def __init__(self, spec: Intervention):
+        super().__init__(spec)
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def validate(self, site, engine):
+        _require(engine, ForwardCallbacks, site, self.name, "callables run before each forward (pre_forward_callbacks)")
+
+    def reference(self, engine: InterventionEngine, inputs, positions, batch):
+        """(model, inputs, positions, batch) of the reference forward."""
+        raise NotImplementedError
+
+    def before_forward(self, engine, inputs, positions, batch):
+        model, inputs, positions, batch = self.reference(engine, inputs, positions, batch)
+        with engine.bypassed(), torch.no_grad():
+            _, self.cache = model.run_with_cache(inputs, positions, names=self.spec.hook_names, batch=batch)
+
+    def value(self, act, site, engine):
+        return self.cache[site.hook], None
+
+
+@register
+class Checkpoint(Reference):
+    """Another run's model (`checkpoint_run` at `checkpoint_step`) on the same input; the
+    engine's `load_reference` loads it."""
+
+    name = "checkpoint"
+
+    def __init__(self, spec: Intervention):
+        super().__init__(spec)
+        self.model = None
+
+    @classmethod
+    def check_spec(cls, spec):
+        if not spec.checkpoint_run:
+            raise ConfigError(f"intervention {spec.label}: target 'checkpoint' needs checkpoint_run")
+
+    def validate(self, site, engine):
+        super().validate(site, engine)
+        if engine.load_reference is None:
+            raise ConfigError(
+                f"{site.where}: target 'checkpoint' needs a way to load another run's model: "
+                "pass InterventionEngine(..., load_reference=...)"
+            )
+        if self.model is None:
+            run, step = self.spec.checkpoint_run, self.spec.checkpoint_step
+            try:
+                self.model = engine.load_reference(run, step, engine.device)
+            except FileNotFoundError as err:
+                raise ConfigError(f"{site.where}: checkpoint_run {run!r}: {err}") from None
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+        if site.hook not in self.model.hook_names():
+            raise ConfigError(f"{site.where}: the checkpoint's model has no hook {site.hook!r}")
+        example = engine.example
+        try:
+            with torch.no_grad():
+                _, cache = self.model.run_with_cache(example.inputs, example.positions, names=[site.hook], batch=example)
+        except RuntimeError as err:  # e.g. a model of another task, whose input map has other sizes
+            raise ConfigError(f"{site.where}: the checkpoint's model cannot run this task's inputs: {err}") from None
+        theirs = tuple(cache[site.hook].shape[1:])
+        if theirs != site.layout.shape:
+            raise ConfigError(
+                f"{site.where}: the checkpoint's model gives it shape [batch, {', '.join(map(str, theirs))}]"
+            )
+
+    def reference(self, engine, inputs, positions, batch):
+        return self.model, inputs, positions, batch
+
+
+@register
+class Resample(Reference):
+    """This model on another sequence of the batch: the batch rolled by one."""
+
+    name = "resample"
+
+    def reference(self, engine, inputs, positions, batch):
+        rolled_positions = None if positions is None else positions.roll(1, dims=0)
+        return engine.model, inputs.roll(1, dims=0), rolled_positions, None
+
+
+@register
+class OtherInput(Reference):
+    """This model on the paired input given with `engine.set_other_input(batch)` (activation
+    patching from a clean into a corrupted run)."""
+
+    name = "other_input"
+
+    def reference(self, engine, inputs, positions, batch):
+        other = engine.other_input
+        if other is None:
+            raise RuntimeError(f"intervention {self.spec.label}: target 'other_input' needs engine.set_other_input(batch)")
+        if tuple(other.inputs.shape) != tuple(inputs.shape):
+            raise ValueError(
+                f"intervention {self.spec.label}: the paired input has shape {list(other.inputs.shape)}, "
+                f"the model's input {list(inputs.shape)}"
+            )
+        return engine.model, other.inputs, other.positions, other
+
+
+def _require(engine: InterventionEngine, capability: type, site: Site, target: str, what: str) -> None:
+    if not isinstance(engine.model, capability):
+        raise ConfigError(
+            f"{site.where}: target {target!r} needs a model that provides {what} "
+            f"(interventions.protocols.{capability.__name__}); {type(engine.model).__name__} does not"
+        )
+
+
+def _load_tensor_file(path: str, key: str, where: str) -> torch.Tensor:
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{where}: target file {path} does not exist")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(p))
+        if not key and len(tensors) == 1:
+            return next(iter(tensors.values()))
+        if key not in tensors:
+            raise ConfigError(f"{where}: {path} has no tensor {key!r}; it has {', '.join(sorted(tensors))}")
+        return tensors[key]
+    tensor = torch.load(p, map_location="cpu", weights_only=True)
+    if isinstance(tensor, dict):
+        if key not in tensor:
+            raise ConfigError(f"{where}: {path} has no tensor {key!r}; it has {', '.join(sorted(tensor))}")
+        tensor = tensor[key]
+    if not isinstance(tensor, torch.Tensor):
+        raise ConfigError(f"{where}: {path} does not hold a tensor")
+    return tensor

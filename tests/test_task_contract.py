@@ -1,0 +1,235 @@
+"""The task contract: registration checks the Task protocol, capabilities decide the measures,
+every registered task trains from the CLI with its default preset, and a new task needs only
+its class, one registration line and a preset."""
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import icl_lab.presets as presets
+import icl_lab.tasks as tasks
+from icl_lab.cli import main
+from icl_lab.config import ConfigError, TrainConfig
+from icl_lab.measures import expand_measures, measures_for_task, register_measure, validate_measures
+from icl_lab.models import ModelConfig
+from icl_lab.store import load_run
+from icl_lab.tasks import AfterTraining, CorruptedTwin, IdealAttention, OrderedInputs, PositionRoles, ProbeSet
+from icl_lab.tasks import ModelIO, Task, TaskBatch, register_task, task_capabilities, task_names
+from icl_lab.tasks.base import TASK_MEMBERS
+
+
+# A complete task in the new design: its config, its class (what Task lists), nothing else.
+@dataclass(frozen=True)
+class CountConfig:
+    length: int = 6  # tokens per sequence, each in 0..vocab-1
+    vocab: int = 4
+
+
+class CountTask:
+    """How many of the tokens are 0 (an answer in 0..length)."""
+
+    name, input_kind, eval_set_names = "count", "tokens", ("train", "test")
+
+    def __init__(self, config, seed, device="cpu"):
+        self.config, self.device = config, torch.device(device)
+        gen = self.make_generator(seed)
+        self.fixed = {s: self.sample_batch(256, gen) for s in self.eval_set_names}
+
+    @property
+    def io(self):
+        n = self.config.length
+        return ModelIO(self.input_kind, n_ctx=n, n_outputs=n + 1, seq_len=n, d_vocab=self.config.vocab)
+
+    def make_generator(self, seed):
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def sample_batch(self, batch_size, gen):
+        n = self.config.length
+        x = torch.randint(0, self.config.vocab, (batch_size, n), generator=gen, device=self.device)
+        return TaskBatch(inputs=x, positions=torch.arange(n, device=self.device).expand(batch_size, n), targets=(x == 0).sum(1))
+
+    def eval_sets(self, size=None):
+        return self.fixed
+
+    def loss(self, logits, batch):
+        return F.cross_entropy(logits, batch.targets)
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Registrations made in a test stay in it."""
+    monkeypatch.setattr(tasks, "TASKS", dict(tasks.TASKS))
+    monkeypatch.setattr(presets, "PRESETS", {t: dict(p) for t, p in presets.PRESETS.items()})
+
+
+def without(member: str) -> type:
+    """CountTask's members minus one, as a new class."""
+    body = {k: v for k, v in vars(CountTask).items() if not k.startswith("__") or k == "__init__"}
+    body.pop(member)
+    return type("Incomplete", (), body)
+
+
+@pytest.mark.parametrize("member", TASK_MEMBERS)
+def test_registering_a_task_without_a_required_member_names_it(member, scratch_registry):
+    assert set(TASK_MEMBERS) == {"name", "input_kind", "eval_set_names", "io", "make_generator", "sample_batch", "eval_sets", "loss"}
+    with pytest.raises(TypeError, match=rf"lacks {member}, required by the Task protocol"):
+        register_task("count", CountConfig, without(member), default_preset="small")
+    assert "count" not in tasks.TASKS
+
+
+@pytest.mark.parametrize(
+    "attrs, words",
+    [
+        ({"name": "other"}, ["'count'", "'other'"]),
+        ({"input_kind": "pixels"}, ["pixels", "tokens", "continuous", "features"]),
+        ({"eval_set_names": ()}, ["eval_set_names"]),
+        ({"probe_set": "valid"}, ["probe_set='valid'", "train, test"]),
+        ({"provides": ("group_structure",)}, ["group_structure", "modular_arithmetic"]),
+    ],
+)
+def test_registration_refuses_a_malformed_task_naming_the_bad_value(attrs, words, scratch_registry):
+    bad = type("Bad", (CountTask,), attrs)
+    with pytest.raises(TypeError) as err:
+        register_task("count", CountConfig, bad, default_preset="small")
+    for word in words:
+        assert word in str(err.value), (word, str(err.value))
+
+
+def test_registration_refuses_a_bad_constructor_and_a_second_class_under_one_name(scratch_registry):
+    class NoSeed(CountTask):
+        def __init__(self, config, device="cpu"):
+            super().__init__(config, 0, device)
+
+    with pytest.raises(TypeError, match=r"constructor must be \(config, seed, device\)"):
+        register_task("count", CountConfig, NoSeed, default_preset="small")
+    with pytest.raises(ValueError, match="already registered to BurstyTask"):
+        register_task("bursty", CountConfig, type("bursty", (CountTask,), {"name": "bursty"}), default_preset="small")
+
+
+SMALL_CONFIGS = {
+    "bursty": tasks.BurstyConfig(num_classes=64, num_labels=8, dim=15, context_pairs=4, burstiness=2, eval_size=16),
+    "modular": tasks.ModularTaskConfig(p=7),
+    "digits": tasks.DigitsConfig(train_size=100, test_size=50),
+}
+# What each task offers, written out (the capability protocols it implements by its methods,
+# the model family of its inputs, its declared data contracts).
+CAPABILITIES = {
+    "bursty": {"position_roles", "ideal_attention", "corrupted_twin", "probe_set", "ordered_inputs", "transformer"},
+    "modular": {"probe_set", "ordered_inputs", "after_training", "modular_arithmetic", "transformer"},
+    "digits": {"probe_set", "mlp"},
+}
+
+
+def test_every_registered_task_satisfies_the_protocol():
+    assert task_names() == sorted(SMALL_CONFIGS)
+    protocols = {"position_roles": PositionRoles, "ideal_attention": IdealAttention, "corrupted_twin": CorruptedTwin,
+                 "probe_set": ProbeSet, "ordered_inputs": OrderedInputs, "after_training": AfterTraining}
+    for name in task_names():
+        task = tasks.make_task(name, SMALL_CONFIGS[name], seed=0, device="cpu")
+        assert isinstance(task, Task)
+        assert task.name == name and task.io.input_kind == type(task).input_kind
+        sets = task.eval_sets()
+        assert tuple(sets) == task.eval_set_names and all(isinstance(b, TaskBatch) for b in sets.values())
+        batch = task.sample_batch(8, task.make_generator(1))
+        logits = torch.zeros(batch.size, task.io.n_outputs)
+        assert task.loss(logits, batch).shape == ()
+        assert task_capabilities(name) == CAPABILITIES[name] == task_capabilities(task)
+        for cap, proto in protocols.items():
+            assert isinstance(task, proto) == (cap in CAPABILITIES[name]), (name, cap)
+        assert presets.default_preset(name) in presets.PRESETS[name]
+
+
+def test_make_task_refuses_another_tasks_config():
+    with pytest.raises(ConfigError, match="needs a DigitsConfig, got ModularTaskConfig"):
+        tasks.make_task("digits", tasks.ModularTaskConfig(), seed=0, device="cpu")
+
+
+# The measures each task got from its explicit task list before capabilities decided them.
+OLD_MEASURES = {
+    "bursty": [
+        "icl_accuracy", "iwl_accuracy", "label_swap_accuracy", "eval_loss", "context_label_accuracy",
+        "induction_score", "previous_token_score", "embedding_uniformity", "local_complexity",
+        "activation_sparsity", "weight_entropy", "local_circuit_complexity", "htsr",
+        "mutual_information", "weight_norm",
+    ],
+    "modular": [
+        "modular_accuracy", "modular_loss", "fourier_embedding", "gini_neuron_logit",
+        "restricted_excluded_loss", "weight_norm", "nfa", "embedding_uniformity", "local_complexity",
+        "activation_sparsity", "weight_entropy", "local_circuit_complexity", "htsr", "mutual_information",
+    ],
+    "digits": [
+        "classification_accuracy", "classification_loss", "local_complexity", "activation_sparsity",
+        "weight_entropy", "local_circuit_complexity", "htsr", "mutual_information", "weight_norm",
+    ],
+}
+OLD_PROGRESS = {
+    "bursty": ["htsr", "activation_sparsity", "weight_entropy", "local_circuit_complexity", "embedding_uniformity", "mutual_information", "local_complexity"],
+    "modular": ["htsr", "activation_sparsity", "weight_entropy", "local_circuit_complexity", "embedding_uniformity", "mutual_information", "local_complexity"],
+    "digits": ["htsr", "activation_sparsity", "weight_entropy", "local_circuit_complexity", "mutual_information", "local_complexity"],
+}
+
+
+@pytest.mark.parametrize("task", sorted(OLD_MEASURES))
+def test_capabilities_select_the_measures_each_task_had(task):
+    assert sorted(measures_for_task(task)) == sorted(OLD_MEASURES[task])
+    assert expand_measures(["progress", "htsr"], task) == OLD_PROGRESS[task]
+
+
+def test_a_measure_the_task_cannot_support_is_refused_with_the_reason_and_the_valid_ones():
+    with pytest.raises(ConfigError) as err:
+        validate_measures(["induction_score"], "digits")
+    message = str(err.value)
+    for word in ["'induction_score'", "'digits'", "capability 'transformer'", "capability 'ideal_attention'", "eval set 'icl'", "classification_accuracy", "htsr"]:
+        assert word in message, (word, message)
+    with pytest.raises(ConfigError, match="unknown measure 'modular_acuracy'.*Did you mean 'modular_accuracy'"):
+        validate_measures(["modular_acuracy"], "modular")
+
+
+def test_a_measure_needing_an_unknown_capability_is_refused():
+    with pytest.raises(ValueError, match="'tokens_embedding'.*transformer"):
+        register_measure("bogus", needs=("tokens_embedding",))
+
+
+def test_modular_training_runs_the_post_run_hook(tmp_path):
+    from icl_lab.train import train
+
+    config = presets.get_preset("modular", None).config.with_overrides({
+        "task.p": 11, "model.d_model": 32, "model.d_mlp": 64, "train.steps": 10, "train.eval_every": 5,
+        "train.checkpoint_every": 5, "device": "cpu",
+    })
+    result = train(config, tmp_path / "run", progress=False)
+    keys = result.summary["final_key_frequencies"]
+    assert keys and all(1 <= k <= 5 for k in keys)  # frequencies of Z_11: 1..5
+    run = load_run(tmp_path / "run")
+    for metric in ("restricted_loss_final_keys", "excluded_loss_final_keys"):
+        assert run.curve(metric)["step"].to_list() == [0, 5, 10]
+
+
+@pytest.mark.parametrize("task", task_names())
+def test_cli_trains_every_task_with_its_default_preset(task, tmp_path):
+    # digits: every test image is 797, 200 are plenty here; bursty: 1,024 sequences per set
+    shrink = {"digits": ["--set", "task.test_size=200"], "bursty": ["--set", "task.eval_size=128"]}.get(task, [])
+    code = main(["train", task, "--steps", "2", "--out", str(tmp_path / task), "--no-progress", "--device", "cpu", *shrink])
+    assert code == 0
+    run = load_run(tmp_path / task)
+    assert run.config["preset"] == presets.default_preset(task)
+    assert run.status["state"] == "done"
+
+
+def test_a_new_task_needs_its_class_one_registration_and_a_preset(tmp_path, scratch_registry):
+    register_task("count", CountConfig, CountTask, default_preset="small")
+    presets.register_preset(
+        "count", "small", "count the zeros among 6 tokens", CountConfig(), ModelConfig(n_layers=1, n_heads=2, d_model=32),
+        TrainConfig(steps=100, batch_size=64, lr=1e-2, eval_every=50, checkpoint_every=100),
+        measures=("classification_accuracy", "progress"), track=("test_accuracy",),
+    )
+    # the measures follow from its eval sets (train, test) and capabilities (a transformer, no probe set)
+    assert measures_for_task("count") == ["classification_accuracy", "classification_loss", "weight_entropy", "htsr", "weight_norm"]
+    assert main(["train", "count", "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu"]) == 0
+    run = load_run(tmp_path / "run")
+    assert run.config["preset"] == "small"
+    assert {"train_accuracy", "test_accuracy", "alpha_mean", "weight_entropy"} <= set(run.metrics["metric"].to_list())
+    final = run.curve("test_accuracy")["value"].to_list()[-1]
+    assert final > 0.6  # the commonest count (1 of 6) is right 36% of the time
