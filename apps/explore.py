@@ -7,6 +7,7 @@ runs/). Pages: Runs, Phase changes, Ablations, Attention patterns, Grokking & RF
 from __future__ import annotations
 
 import io
+import sys
 import traceback
 from pathlib import Path
 
@@ -15,10 +16,14 @@ import numpy as np
 import polars as pl
 import streamlit as st
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # apps/charts.py, however the app is started
+import charts  # noqa: E402
+
 from icl_lab import explore
 from icl_lab.config import ConfigError
 from icl_lab.store import RunError
 
+ALL_TASKS = "all tasks together (mixes steps and RFM iterations)"
 PAGES = ("Runs", "Phase changes", "Ablations", "Attention patterns", "Grokking & RFM")
 RESCAN_SECONDS = 10  # new run directories appear within this long (the rescan button: at once)
 
@@ -37,6 +42,11 @@ def _find(root: str) -> tuple[list[str], str | None]:
 @st.cache_data(show_spinner=False)
 def _scan(root: str, run_dirs: tuple[str, ...], stamp: tuple[int, ...]) -> list[explore.RunInfo]:
     return [explore.read_run(Path(d), Path(root)) for d in run_dirs]
+
+
+@st.cache_data(show_spinner=False)
+def _eval_set_sizes(run_dir: str, stamp: tuple[int, ...]) -> dict[str, int]:
+    return explore.eval_set_sizes(explore.RunInfo(path=Path(run_dir), name=run_dir))
 
 
 @st.cache_data(show_spinner=False)
@@ -61,8 +71,23 @@ def page_runs(infos, table: pl.DataFrame) -> None:
     pick_states = c2.multiselect("status", states, default=states, key="filter-status")
     text = c3.text_input("name contains", "", key="filter-text")
     shown = table.filter(pl.col("task").is_in(pick_tasks) & pl.col("status").is_in(pick_states) & pl.col("run").str.contains(text, literal=True))
-    st.dataframe(shown.to_pandas(), width="stretch", hide_index=True)
+    st.caption("Pick rows (the boxes on the left) to compare those runs on the other pages.")
+    event = st.dataframe(
+        shown.to_pandas(), width="stretch", hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs-table",
+        column_config={"interventions": st.column_config.TextColumn(width="large"),
+                       "final metrics": st.column_config.TextColumn(width="large"),
+                       "wall time (s)": st.column_config.NumberColumn(format="%.1f"),
+                       "final tracked": st.column_config.NumberColumn(format="%.4g")},
+    )
+    picked = [shown["run"][i] for i in event.selection.rows] if event and event.selection.rows else []
+    if picked:
+        st.session_state["compare"] = picked
+        st.success(f"Comparing {len(picked)} runs on the other pages: {', '.join(picked)}")
     download(shown, "runs", "runs")
+    with st.expander("interventions in full"):
+        for info in infos:
+            if info.interventions and info.name in set(shown["run"].to_list()):
+                st.markdown(f"**{info.name}**: " + "; ".join(f"`{part}`" for part in info.interventions.split("; ")))
     for info in infos:
         if info.state == "running":
             st.info(f"{info.name} is still running: its curves show what it has written so far.")
@@ -74,86 +99,129 @@ def page_runs(infos, table: pl.DataFrame) -> None:
 
 
 def _selected(infos) -> list:
+    """The runs to compare: the sidebar's choice, kept (as "compare") while pages without it are shown."""
     names = [i.name for i in infos]
-    default = st.session_state.get("selected") or names[:12]
-    chosen = st.sidebar.multiselect("runs to compare", names, default=[n for n in default if n in names], key="selected")
+    if "selected" not in st.session_state:
+        st.session_state["selected"] = [n for n in st.session_state.get("compare") or names[:12] if n in names]
+    chosen = st.sidebar.multiselect("runs to compare", names, key="selected")
+    st.session_state["compare"] = chosen
     return [i for i in infos if i.name in chosen]
+
+
+def _keep_valid(key: str, allowed: list, default: list) -> list:
+    """A multiselect's value: what the session holds, minus what is no longer offered (a stale
+    choice from another task), else the default. Set before the widget is drawn."""
+    kept = [v for v in st.session_state.get(key, default) if v in allowed]
+    st.session_state[key] = kept
+    return kept
+
+
+def _metric_pickers(names: list[str]) -> list[list[str]]:
+    """Panels of metrics; options grouped by family (`induction_score.*`, `*_accuracy`, Fourier `k*`)."""
+    families = explore.metric_families(names)
+    c1, c2 = st.columns([1, 3])
+    family = c1.selectbox("measure family", ["all", *families], key="family",
+                          format_func=lambda f: f if f == "all" else f"{f} ({len(families[f])})")
+    offered = names if family == "all" else families[family]
+    count = int(c2.number_input("panels", 1, 6, value=len(explore.default_panels(names)), key="n-panels"))
+    defaults = explore.default_panels(names) + [[]] * 6
+    panels = []
+    for i in range(count):
+        kept = _keep_valid(f"panel-{i}", names, defaults[i])
+        options = list(dict.fromkeys([*kept, *offered]))  # a family filter never drops a chosen metric
+        panels.append(st.multiselect(f"panel {i + 1}: measures drawn together (type to search)", options, key=f"panel-{i}"))
+    return [p for p in panels if p]
 
 
 def page_phase_changes(infos, root: str, stamp: tuple[int, ...]) -> None:
     st.header("Phase changes")
     chosen = _selected(infos)
     if not chosen:
-        st.info("Select one or more runs in the sidebar.")
+        st.info("Select one or more runs in the sidebar, or pick rows on the Runs page.")
         return
     for info in chosen:
         if info.problems:
             st.warning(f"{info.name} is corrupt ({info.problems[0]}): what can be read of it is shown.")
-    curves = _curves(chosen, root, tuple(i.name for i in chosen), stamp)
+    by_task: dict[str, list] = {}
+    for info in chosen:
+        by_task.setdefault(info.task, []).append(info)
+    options = list(by_task) + ([ALL_TASKS] if len(by_task) > 1 else [])
+    group = st.radio("runs of task (steps and RFM iterations get separate axes)", options, horizontal=True, key="phase-task")
+    shown = chosen if group == ALL_TASKS else by_task[group]
+    axes = sorted({i.axis for i in shown})
+    axis = " / ".join(axes)
+    if len(axes) > 1:
+        st.warning("This x axis mixes training steps and RFM iterations, as asked.")
+    curves = _curves(shown, root, tuple(i.name for i in shown), stamp)
     if curves.height == 0:
         st.info("The selected runs have no readable metrics yet.")
         return
-    names = explore.metric_names(curves)
-    preferred = [m for m in ("icl_accuracy", "iwl_accuracy", "test_accuracy", "train_accuracy", "train_loss") if m in names]
-    metrics = st.multiselect("measures", names, default=preferred[:3] or names[:2], key="metrics")
-    c1, c2 = st.columns(2)
-    log_x = c1.checkbox("log step axis", key="logx")
-    by_condition = c2.checkbox("mean ± sd over seeds (group runs by condition)", key="bands")
-    marks = explore.transition_marks(chosen)
-    x = alt.X("step:Q", scale=alt.Scale(type="symlog") if log_x else alt.Scale())
-    for metric in metrics:
-        data = curves.filter(pl.col("metric") == metric)
-        if by_condition:
-            bands = explore.condition_bands(data)
-            base = alt.Chart(bands.to_pandas())
-            chart = base.mark_area(opacity=0.2).encode(x=x, y="low:Q", y2="high:Q", color="condition:N") + base.mark_line().encode(x=x, y=alt.Y("mean:Q", title=metric), color="condition:N")
-        else:
-            chart = alt.Chart(data.to_pandas()).mark_line().encode(x=x, y=alt.Y("value:Q", title=metric), color="run:N", tooltip=["run", "step", "value"])
-        rules = marks.filter(pl.col("metric") == metric)
-        if rules.height:
-            chart = chart + alt.Chart(rules.to_pandas()).mark_rule(strokeDash=[4, 4]).encode(x="step:Q", color="run:N", tooltip=["run", "step"])
-        st.subheader(metric)
-        st.altair_chart(chart.properties(height=260), width="stretch")
-    st.caption("Dashed rules: detected transition steps (icl_lab.phases).")
-    download(curves.filter(pl.col("metric").is_in(metrics)), "curves", "curves")
+    panels = _metric_pickers(explore.metric_names(curves))
+    c1, c2, c3 = st.columns(3)
+    log_x = c1.checkbox("log x axis", key="logx")
+    log_y = c2.checkbox("log y axis", key="logy")
+    by_condition = c3.checkbox("mean ± sd over seeds (group runs by condition)", key="bands")
+    if not panels:
+        st.info("Choose measures for a panel.")
+        return
+    wanted = curves.filter(pl.col("metric").is_in([m for p in panels for m in p]))
+    by = "condition" if by_condition else "run"
+    domain = sorted({i.condition if by_condition else i.name for i in chosen})  # colours do not shift with the task shown
+    data = explore.condition_bands(wanted) if by_condition else wanted
+    data, notes = explore.for_log_axes(data, log_x, log_y, "mean" if by_condition else "value")
+    rules, _ = explore.for_log_axes(explore.transition_marks(shown), log_x, False)
+    chart = charts.curve_panels(data, panels, by=by, domain=domain, axis=axis, log_x=log_x, log_y=log_y, rules=rules)
+    st.altair_chart(chart, width="stretch")
+    for note in notes:
+        st.caption(note)
+    st.caption("Dashed rules: detected transition steps (icl_lab.phases), in the run's colour. "
+               "Hover a panel: the ruler follows in every panel.")
+    download(wanted, "curves", "curves")
 
 
 def _one_run(infos, label: str, key: str, predicate=None):
+    """A run picked from those fitting `predicate`; the runs picked for comparison come first."""
     options = [i for i in infos if predicate is None or predicate(i)]
     if not options:
         return None
+    compare = st.session_state.get("compare") or []
+    options.sort(key=lambda i: i.name not in compare)
     names = [i.name for i in options]
     name = st.selectbox(label, names, key=key)
     return options[names.index(name)]
 
 
-def _heatmap(values: np.ndarray, x_labels, y_labels, title: str, scheme: str = "blues") -> alt.Chart:
-    rows = [{"key": str(x_labels[j]), "query": str(y_labels[i]), "i": i, "j": j, "value": float(values[i, j])}
-            for i in range(values.shape[0]) for j in range(values.shape[1])]
-    frame = pl.DataFrame(rows).to_pandas()
-    return alt.Chart(frame, title=title).mark_rect().encode(
-        x=alt.X("key:N", sort=list(map(str, x_labels)), title=None),
-        y=alt.Y("query:N", sort=list(map(str, y_labels)), title=None),
-        color=alt.Color("value:Q", scale=alt.Scale(scheme=scheme)),
-        tooltip=["query", "key", alt.Tooltip("value:Q", format=".3f")],
-    )
+def _example_input(info, stamp: tuple[int, ...], key: str, container=st) -> int | None:
+    """An evaluation-set index bounded by the set's size; a stale value (from a bigger set) is clamped."""
+    try:
+        sizes = _eval_set_sizes(str(info.path), stamp)
+    except ConfigError as err:
+        st.error(f"No evaluation set for {info.name}: {err}")
+        return None
+    name, size = next(iter(sizes.items()))
+    if st.session_state.get(key, 0) > size - 1:
+        st.session_state[key] = size - 1
+    return int(container.number_input(f"example sequence (evaluation set {name!r}, 0 to {size - 1})", 0, size - 1, 0, key=key))
 
 
-def _show_patterns(info, step: int, example: int, heads: list[tuple[int, int]] | None = None) -> None:
+def _show_patterns(info, step: int, example: int, heads: list[tuple[int, int]] | None = None, container=st) -> None:
     try:
         patterns, labels = explore.attention_patterns(info, step, example)
     except ConfigError as err:  # RunError included: a corrupt config or checkpoint of this run
-        st.error(f"No attention patterns for {info.name} at step {step}: {err}")
+        container.error(f"No attention patterns for {info.name} at step {step}: {err}")
         return
+    query = len(labels) - 1 if labels and labels[-1].startswith("query") else None
+    size = charts.CELL_PX * len(labels)
     for layer, pattern in patterns.items():
-        cols = st.columns(pattern.shape[0])
-        for h in range(pattern.shape[0]):
-            if heads is not None and (layer, h) not in heads:
-                continue
-            cols[h].altair_chart(_heatmap(pattern[h], labels, labels, f"L{layer}H{h}").properties(height=320), width="stretch")
+        shown = [h for h in range(pattern.shape[0]) if heads is None or (layer, h) in heads]
+        cols = container.columns(len(shown)) if len(shown) > 1 else [container]
+        for col, h in zip(cols, shown):
+            chart = charts.heatmap(pattern[h], labels, labels, f"L{layer}H{h} at step {step}, example {example}",
+                                   x_title="key (attended to)", y_title="query position", highlight_row=query)
+            col.altair_chart(chart.properties(height=size, width=size), width="content")
 
 
-def page_ablations(infos) -> None:
+def page_ablations(infos, stamp: tuple[int, ...]) -> None:
     st.header("Ablations")
     with_tables = [i for i in infos if explore.ablation_tables(i)]
     if not with_tables:
@@ -168,38 +236,85 @@ def page_ablations(infos) -> None:
     except RunError as err:
         st.error(f"{info.name} is corrupt: {err}")
         return
-    metric = st.selectbox("metric", sorted(table["metric"].unique().to_list()), key="abl-metric")
+    metrics = sorted(table["metric"].unique().to_list())
+    tracked = [m for m in info.track if m in metrics]
+    if st.session_state.get("abl-metric") not in metrics:  # a new table: its tracked metric, not the first by name
+        st.session_state["abl-metric"] = (tracked or metrics)[0]
+    metric = st.selectbox("metric", metrics, key="abl-metric", format_func=lambda m: f"{m} (tracked)" if m in tracked else m)
     sub = table.filter(pl.col("metric") == metric)
     layers = sorted(set(sub["layer"].to_list()))
     components = list(dict.fromkeys(sub["component"].to_list()))  # in scan order
-    grid = np.zeros((len(layers), len(components)))
+    grid = np.full((len(layers), len(components)), np.nan)
     for r in sub.iter_rows(named=True):
         grid[layers.index(r["layer"]), components.index(r["component"])] = r["delta"]
-    what = "patched in from the clean run" if name.startswith("patch_") else "ablated"
-    st.altair_chart(_heatmap(grid, components, [f"L{l}" for l in layers], f"Δ {metric} when the component is {what}", "redblue").properties(height=80 * len(layers)), width="stretch")
+    patching = name.startswith("patch_")
+    what = "patched in from the clean run" if patching else "ablated"
+    baselines = sorted(set(sub["baseline"].to_list())) if "baseline" in sub.columns else []
+    if baselines:
+        st.metric(f"baseline {metric} ({'corrupted run, nothing patched' if patching else 'nothing ablated'})",
+                  ", ".join(f"{b:.4g}" for b in baselines))
+    column_title = "head" if components and components[0].startswith("H") else "position" if components[0].startswith("pos") else "component"
+    chart = charts.heatmap(grid, components, [f"L{l}" for l in layers], f"Δ {metric} when the component is {what} (value − baseline)",
+                           x_title=column_title, y_title="layer", diverging=True, text=True)
+    st.altair_chart(chart.properties(height=60 * len(layers) + 40), width="stretch")
+    st.caption("Red: the metric falls (the component helps); blue: it rises; white: no change. "
+               "The scale is symmetric about 0.")
     download(sub, name, "abl")
     heads = [f"L{l}{c}" for l in layers for c in components if c.startswith("H")]
     steps = explore.checkpoints(info)
     if heads and steps:
-        pick = st.selectbox("see a head's attention pattern", heads, key="abl-head")
-        layer, head = int(pick[1 : pick.index("H")]), int(pick[pick.index("H") + 1 :])
-        _show_patterns(info, steps[-1], 0, heads=[(layer, head)])
+        c1, c2, c3 = st.columns(3)
+        pick = c1.selectbox("see a head's attention pattern", heads, key="abl-head")
+        step = c2.select_slider("checkpoint step", steps, value=steps[-1], key="abl-step")
+        example = _example_input(info, stamp, "abl-example", c3)
+        if example is not None:
+            layer, head = int(pick[1 : pick.index("H")]), int(pick[pick.index("H") + 1 :])
+            _show_patterns(info, int(step), example, heads=[(layer, head)])
 
 
-def page_attention(infos) -> None:
+def page_attention(infos, stamp: tuple[int, ...]) -> None:
     st.header("Attention patterns")
     info = _one_run(infos, "run", "att-run", lambda i: i.task not in ("rfm", "digits", "?") and explore.checkpoints(i))
     if info is None:
         st.info("No transformer run with checkpoints in this directory.")
         return
     steps = explore.checkpoints(info)
-    step = st.select_slider("checkpoint step", steps, value=steps[-1], key="att-step")
-    example = st.number_input("example sequence (evaluation set index)", 0, 10_000, 0, key="att-example")
-    _show_patterns(info, int(step), int(example))
-    st.caption("Rows: query positions; columns: key positions, labelled with the task's roles.")
+    c1, c2 = st.columns(2)
+    if st.session_state.get("att-step") not in steps:  # a stale step from another run
+        st.session_state["att-step"] = steps[-1]
+    step = c1.select_slider("checkpoint step", steps, key="att-step")
+    example = _example_input(info, stamp, "att-example", c2)
+    if example is None:
+        return
+    if st.checkbox("compare with a second checkpoint, side by side", key="att-compare"):
+        if st.session_state.get("att-step2") not in steps:
+            st.session_state["att-step2"] = steps[0]
+        other = st.select_slider("second checkpoint step", steps, key="att-step2")
+        left, right = st.columns(2)
+        for col, s in ((left, step), (right, other)):
+            _show_patterns(info, int(s), example, container=col)
+    else:
+        _show_patterns(info, int(step), example)
+    st.caption("Rows: query positions; columns: key positions, each named by its role in the task "
+               "(x: item and its class c, ℓ: its label, query); the query row is outlined.")
 
 
-def page_grokking(infos) -> None:
+def _curves_of(info, root: str, stamp: tuple[int, ...], panels: list[list[str]], *, log_y: bool = False, marks=None) -> None:
+    """One run's panels, in the run's colour, with the axis its task counts in."""
+    curves = _curves([info], root, (info.name,), stamp)
+    names = set(explore.metric_names(curves))
+    panels = [[m for m in p if m in names] for p in panels]
+    panels = [p for p in panels if p]
+    if not panels:
+        return
+    data, notes = explore.for_log_axes(curves.filter(pl.col("metric").is_in([m for p in panels for m in p])), False, log_y)
+    chart = charts.curve_panels(data, panels, by="run", domain=[info.name], axis=info.axis, log_y=log_y, marks=marks)
+    st.altair_chart(chart, width="stretch")
+    for note in notes:
+        st.caption(note)
+
+
+def page_grokking(infos, root: str, stamp: tuple[int, ...]) -> None:
     st.header("Grokking & RFM")
     grok = [i for i in infos if i.task == "modular"]
     rfm = [i for i in infos if i.task == "rfm"]
@@ -208,17 +323,30 @@ def page_grokking(infos) -> None:
         return
     if grok:
         info = _one_run(grok, "transformer run", "grok-run")
+        marks = explore.grokking_marks(info)
+        st.subheader("Progress measures (Nanda et al. 2023)")
+        if not marks.height:
+            st.caption("Neither s₁ (train accuracy 1) nor s₂ (test accuracy ≥ 0.95) was reached.")
+        _curves_of(info, root, stamp, [["train_accuracy", "test_accuracy"]], marks=marks)
+        _curves_of(info, root, stamp, [["train_loss", "test_loss", "restricted_loss", "excluded_loss"]], log_y=True, marks=marks)
+        _curves_of(info, root, stamp, [["gini_embedding", "gini_neuron_logit"], ["weight_norm"]], marks=marks)
         spectrum = explore.fourier_spectrum(info)
         if spectrum.height:
+            frequencies = sorted(set(spectrum["frequency"].to_list()))
             chart = alt.Chart(spectrum.to_pandas(), title="embedding Fourier norm per frequency").mark_rect().encode(
-                x="step:O", y="frequency:O", color=alt.Color("norm:Q", scale=alt.Scale(scheme="viridis")), tooltip=["step", "frequency", "norm"])
-            st.altair_chart(chart.properties(height=360), width="stretch")
+                x=alt.X("step:O", title="step"),
+                y=alt.Y("frequency:O", title="frequency k", sort=frequencies, axis=alt.Axis(labelOverlap=False, values=frequencies)),
+                color=alt.Color("norm:Q", scale=alt.Scale(scheme="viridis")), tooltip=["step", "frequency", "norm"])
+            st.altair_chart(chart.properties(height=max(200, 14 * len(frequencies))), width="stretch")
             download(spectrum, "fourier_spectrum", "fourier")
     if rfm:
+        st.subheader("Recursive feature machine")
         info = _one_run(rfm, "RFM run", "rfm-run")
         steps = explore.checkpoints(info)
         if steps:
-            step = st.select_slider("iteration", steps, value=steps[-1], key="rfm-step")
+            c1, c2 = st.columns(2)
+            step = c1.select_slider("iteration", steps, value=steps[-1], key="rfm-step")
+            mask = c2.checkbox("mask the diagonal (its large entries otherwise take the colour range)", value=True, key="rfm-mask")
             try:
                 M = explore.feature_matrix(info, int(step))
             except RunError as err:
@@ -227,9 +355,13 @@ def page_grokking(infos) -> None:
             left, right = st.columns(2)
             p = M.shape[0] // 2  # inputs are one-hot a then one-hot b
             labels = [f"a{i}" for i in range(p)] + [f"b{i}" for i in range(p)] if M.shape[0] == 2 * p else list(range(M.shape[0]))
-            left.altair_chart(_heatmap(M, labels, labels, f"feature matrix M at iteration {step}", "viridis").properties(height=420), width="stretch")
-            acc = explore.load_curves([info], ["test_accuracy", "train_accuracy", "circulant_deviation"])
-            right.altair_chart(alt.Chart(acc.to_pandas()).mark_line(point=True).encode(x="step:Q", y="value:Q", color="metric:N").properties(height=420), width="stretch")
+            low, high = explore.robust_range(M, mask)
+            heat = charts.heatmap(M, labels, labels, f"feature matrix M at iteration {step}", x_title="input feature",
+                                  y_title="input feature", scheme="viridis", domain=[low, high], mask_diagonal=mask)
+            left.altair_chart(heat.properties(height=420), width="stretch")
+            left.caption(f"Colour range: 1st to 99th percentile {'off the diagonal' if mask else 'of all entries'} ({low:.3g} to {high:.3g}).")
+            with right:
+                _curves_of(info, root, stamp, [["train_accuracy", "test_accuracy"], ["circulant_deviation", "agop_alignment"]])
 
 
 def main() -> None:
@@ -259,11 +391,11 @@ def main() -> None:
         elif page == "Phase changes":
             page_phase_changes(infos, root, stamp)
         elif page == "Ablations":
-            page_ablations(infos)
+            page_ablations(infos, stamp)
         elif page == "Attention patterns":
-            page_attention(infos)
+            page_attention(infos, stamp)
         else:
-            page_grokking(infos)
+            page_grokking(infos, root, stamp)
     except Exception as err:  # a page must explain, not crash: the message here, the traceback in the console
         traceback.print_exc()
         st.error(f"This page could not be drawn from {root}: {type(err).__name__}: {err}")

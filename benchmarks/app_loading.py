@@ -67,10 +67,14 @@ def main() -> None:
         at = AppTest.from_file(str(app), default_timeout=300)
         at.session_state["root"] = str(root)
         timed("Runs page, first draw", lambda: at.run())
+        timed("Runs page, redraw", lambda: at.run())
         at.sidebar.radio(key="page").set_value("Phase changes").run()
         every = list(at.sidebar.multiselect(key="selected").options)
-        timed(f"Phase changes page, {len(every)} runs, 3 charts", lambda: at.sidebar.multiselect(key="selected").set_value(every).run())
+        timed(f"Phase changes page, {len(every)} runs, 2 panels", lambda: at.sidebar.multiselect(key="selected").set_value(every).run())
+        timed("same, log x and log y", lambda: at.checkbox(key="logx").check().run() and at.checkbox(key="logy").check().run())
         timed("same, mean ± sd bands over seeds", lambda: at.checkbox(key="bands").check().run())
+        for page in ("Ablations", "Attention patterns", "Grokking & RFM"):  # the synthetic runs have none: the message
+            timed(f"{page} page", lambda: at.sidebar.radio(key="page").set_value(page).run())
         assert not at.exception, at.exception
 
 

@@ -180,6 +180,16 @@ def leaf_keys(obj: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+def check_fields(obj: Any, section: str, choices: dict[str, tuple] | None = None, at_least_one: tuple[str, ...] = ()) -> None:
+    """Refuse a field outside its valid choices, or a count below 1, naming `section.field`."""
+    for name, valid in (choices or {}).items():
+        if getattr(obj, name) not in valid:
+            raise ConfigError(f"{section}.{name}={getattr(obj, name)!r} is not one of {', '.join(valid)}")
+    for name in at_least_one:
+        if getattr(obj, name) < 1:
+            raise ConfigError(f"{section}.{name} must be >= 1, got {getattr(obj, name)}")
+
+
 def parse_cli_value(text: str) -> Any:
     """`--set` values: JSON when it parses (numbers, true/false, lists), else the raw string."""
     try:
@@ -213,20 +223,12 @@ class TrainConfig:
     nonfinite_loss: str = "fail"  # fail: a NaN/inf training loss fails the run | continue (to study divergence)
 
     def __post_init__(self) -> None:
-        choices = {
+        check_fields(self, "train", at_least_one=("steps", "batch_size", "eval_every"), choices={
             "optimizer": ("adam", "adamw", "sgd"),
             "schedule": ("constant", "cosine", "linear"),
             "loss_dtype": ("float32", "float64"),
             "nonfinite_loss": ("fail", "continue"),
-        }
-        for name, valid in choices.items():
-            if getattr(self, name) not in valid:
-                raise ConfigError(
-                    f"train.{name}={getattr(self, name)!r} is not one of {', '.join(valid)}"
-                )
-        for name in ("steps", "batch_size", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        })
         if self.checkpoint_every < 0 or self.warmup_steps < 0:
             raise ConfigError("train.checkpoint_every and train.warmup_steps must be >= 0")
         numbers = {name: getattr(self, name) for name in ("lr", "weight_decay", "momentum", "grad_clip")}

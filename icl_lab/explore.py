@@ -7,7 +7,9 @@ files are missing, corrupt or foreign is listed with one line per problem naming
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,11 @@ SCAN_MAX_DIRS = 20_000
 ABLATION_COLUMNS = ("layer", "component", "metric", "delta")
 CURVE_SCHEMA = {**METRICS_SCHEMA, "run": pl.String, "condition": pl.String}
 KIND_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "a table"}
+# grokking's s₁ and s₂ (Nanda et al. 2023): the keys train.py writes in summary.json "first_steps"
+GROKKING_MARKS = {"train_accuracy>=1": "s₁ train acc = 1", "test_accuracy>=0.95": "s₂ test acc ≥ 0.95"}
+HEADLINE_ACCURACIES = ("icl_accuracy", "iwl_accuracy", "train_accuracy", "test_accuracy")
+HEADLINE_LOSSES = ("train_loss", "test_loss", "icl_loss", "iwl_loss")
+FREQUENCY = re.compile(r"^(.*\.)?k\d+$")  # a Fourier frequency's measure: `embedding_fourier_norm.k3`
 
 
 def default_root() -> str:
@@ -45,8 +52,17 @@ class RunInfo:
     error: str | None = None
     interventions: str = ""
     transitions: dict[str, int | None] = field(default_factory=dict)
+    track: list[str] = field(default_factory=list)  # config "track": the metrics the run is about
+    final: dict[str, float] = field(default_factory=dict)  # summary "final": each metric's last value
+    first_steps: dict[str, int] = field(default_factory=dict)  # summary "first_steps", e.g. s₁, s₂
+    steps: int | None = None
+    wall_seconds: float | None = None
     problems: list[str] = field(default_factory=list)
 
+    @property
+    def axis(self) -> str:
+        """What the run's x axis counts: RFM iterations or training steps."""
+        return "iteration" if self.task == "rfm" else "step"
     @property
     def condition(self) -> str:
         """What distinguishes the run apart from its seed (for mean ± band over seeds)."""
@@ -123,12 +139,23 @@ def read_run(path: Path, root: Path) -> RunInfo:
         info.task = _field(info, config, "task", str, "?")
         info.preset = _field(info, config, "preset", str, "")
         info.seed = _field(info, config, "seed", int, None)
+        track = _field(info, config, "track", list, [])
+        info.track = [m for m in track if isinstance(m, str)]
         specs = _field(info, config, "interventions", list, [])
         if all(isinstance(s, dict) for s in specs):
             info.interventions = describe_interventions(specs)
         else:
             info.note("config.json: interventions is not a list of intervention specs")
-    transitions = _field(info, _read(info, read_summary, {}), "transitions", dict, {}, "summary.json")
+    summary = _read(info, read_summary, {})
+    transitions = _field(info, summary, "transitions", dict, {}, "summary.json")
+    final = _field(info, summary, "final", dict, {}, "summary.json")
+    info.final = {k: float(v) for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    first = _field(info, summary, "first_steps", dict, {}, "summary.json")
+    info.first_steps = {k: v for k, v in first.items() if isinstance(v, int) and not isinstance(v, bool)}
+    steps = status.get("steps", summary.get("final_step"))
+    info.steps = steps if isinstance(steps, int) and not isinstance(steps, bool) else None
+    wall = summary.get("wall_seconds", status.get("wall_seconds"))
+    info.wall_seconds = float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) else None
     for metric, found in transitions.items():
         step = found.get("transition_step") if isinstance(found, dict) else "?"
         if step is None or (isinstance(step, int) and not isinstance(step, bool)):
@@ -148,9 +175,16 @@ def scan_runs(root: str | Path) -> list[RunInfo]:
     return [read_run(path, root) for path in find_runs(root)]
 
 
+def headline(info: RunInfo) -> list[str]:
+    """The metrics a run is about, in order: its tracked ones, then the headline accuracies and losses."""
+    return list(dict.fromkeys(m for m in [*info.track, *HEADLINE_ACCURACIES, *HEADLINE_LOSSES] if m in info.final))
+
+
 def runs_table(infos: list[RunInfo]) -> pl.DataFrame:
+    """One row per run: what it is, how far it got, and its final headline metrics."""
     rows = []
     for info in infos:
+        tracked = info.track[0] if info.track and info.track[0] in info.final else None
         rows.append({
             "run": info.name,
             "task": info.task,
@@ -158,11 +192,18 @@ def runs_table(infos: list[RunInfo]) -> pl.DataFrame:
             "interventions": info.interventions,
             "seed": info.seed,
             "status": info.status,
+            "steps": info.steps,
+            "wall time (s)": info.wall_seconds,
+            "tracked": tracked or "",
+            "final tracked": info.final.get(tracked) if tracked else None,
+            "final metrics": ", ".join(f"{m}={info.final[m]:.4g}" for m in headline(info)),
             "transitions": ", ".join(f"{m}@{s}" for m, s in info.transitions.items() if s is not None) or "",
             "problems": "; ".join(info.problems),
         })
     schema = {"run": pl.String, "task": pl.String, "preset": pl.String, "interventions": pl.String,
-              "seed": pl.Int64, "status": pl.String, "transitions": pl.String, "problems": pl.String}
+              "seed": pl.Int64, "status": pl.String, "steps": pl.Int64, "wall time (s)": pl.Float64,
+              "tracked": pl.String, "final tracked": pl.Float64, "final metrics": pl.String,
+              "transitions": pl.String, "problems": pl.String}
     return pl.DataFrame(rows, schema=schema)
 
 
@@ -187,6 +228,68 @@ def metric_names(curves: pl.DataFrame) -> list[str]:
     return sorted(curves["metric"].unique().to_list())
 
 
+def metric_family(name: str) -> str:
+    """`induction_score.L1H0` -> `induction_score.*`, `embedding_fourier_norm.k3` ->
+    `embedding_fourier_norm.k*`, `test_accuracy` -> `*_accuracy`, `lr` -> `other`."""
+    found = FREQUENCY.match(name)
+    if found:
+        return f"{found.group(1) or ''}k*"
+    if "." in name:
+        return name.split(".", 1)[0] + ".*"
+    if "_" in name:
+        return "*_" + name.rsplit("_", 1)[1]
+    return "other"
+
+
+def metric_families(names: list[str]) -> dict[str, list[str]]:
+    """family -> its metrics, families in name order, a family's metrics in natural order (k2 before k10)."""
+    natural = lambda m: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", m)]  # noqa: E731
+    families: dict[str, list[str]] = {}
+    for name in sorted(names, key=natural):
+        families.setdefault(metric_family(name), []).append(name)
+    return dict(sorted(families.items()))
+
+
+def default_panels(names: list[str]) -> list[list[str]]:
+    """Two panels as W&B would open them: the headline accuracies together, the losses together."""
+    panels = [[m for m in HEADLINE_ACCURACIES if m in names], [m for m in HEADLINE_LOSSES if m in names]]
+    return [p for p in panels if p] or [names[:2]]
+
+
+def for_log_axes(curves: pl.DataFrame, log_x: bool, log_y: bool, y: str = "value") -> tuple[pl.DataFrame, list[str]]:
+    """The rows a log axis can draw (step > 0 on log x, value > 0 on log y), and a note per kind dropped."""
+    notes = []
+    if log_x and curves.height and (dropped := curves.filter(pl.col("step") <= 0).height):
+        curves = curves.filter(pl.col("step") > 0)
+        notes.append(f"{dropped} points at step 0 are left out: a log axis has no 0.")
+    if log_y and curves.height and (dropped := curves.filter(pl.col(y) <= 0).height):
+        curves = curves.filter(pl.col(y) > 0)
+        notes.append(f"{dropped} values ≤ 0 are left out of the log y axis.")
+    return curves, notes
+
+
+def decade_ticks(high: float) -> list[int]:
+    """1, 10, 100, … up to the first decade at or past `high` (the ticks of a log step axis)."""
+    return [10**k for k in range(max(1, math.ceil(math.log10(max(high, 10)))) + 1)]
+
+
+def delta_domain(values) -> list[float]:
+    """A colour domain symmetric about zero, so that no change is the scale's neutral middle."""
+    finite = np.abs(np.asarray(values, dtype=float))
+    finite = finite[np.isfinite(finite)]
+    reach = float(finite.max()) if finite.size else 0.0
+    reach = reach if reach > 0 else 1e-9  # all zero: still a valid, centred domain
+    return [-reach, reach]
+
+
+def robust_range(matrix: np.ndarray, mask_diagonal: bool) -> tuple[float, float]:
+    """The 1st to 99th percentile of a matrix's entries (off the diagonal when it is masked), so
+    that a few large entries, such as an RFM feature matrix's diagonal, do not wash out the rest."""
+    keep = ~np.eye(matrix.shape[0], dtype=bool) if mask_diagonal and matrix.shape[0] > 1 else np.ones(matrix.shape, bool)
+    low, high = np.percentile(matrix[keep], [1, 99])
+    return float(low), float(high if high > low else low + 1e-9)
+
+
 def condition_bands(curves: pl.DataFrame) -> pl.DataFrame:
     """Mean and ± one standard deviation over the runs of each condition, per step and metric."""
     return (
@@ -198,8 +301,27 @@ def condition_bands(curves: pl.DataFrame) -> pl.DataFrame:
 
 
 def transition_marks(infos: list[RunInfo]) -> pl.DataFrame:
-    rows = [{"run": i.name, "metric": m, "step": s} for i in infos for m, s in i.transitions.items() if s is not None]
-    return pl.DataFrame(rows, schema={"run": pl.String, "metric": pl.String, "step": pl.Int64})
+    """run, condition, metric, step of every detected transition."""
+    rows = [{"run": i.name, "condition": i.condition, "metric": m, "step": s}
+            for i in infos for m, s in i.transitions.items() if s is not None]
+    return pl.DataFrame(rows, schema={"run": pl.String, "condition": pl.String, "metric": pl.String, "step": pl.Int64})
+
+
+def grokking_marks(info: RunInfo) -> pl.DataFrame:
+    """step, label of the run's s₁ (train accuracy first 1) and s₂ (test accuracy first ≥ 0.95)."""
+    rows = [{"step": info.first_steps[key], "label": label} for key, label in GROKKING_MARKS.items() if key in info.first_steps]
+    return pl.DataFrame(rows, schema={"step": pl.Int64, "label": pl.String})
+
+
+def eval_set_sizes(info: RunInfo) -> dict[str, int]:
+    """name -> number of sequences of each evaluation set of the run's task (what an example
+    index may be); RunError naming config.json when the run's config is not a run config."""
+    from icl_lab.checkpoints import run_config_of
+    from icl_lab.tasks import make_task
+
+    config = run_config_of(info.path)
+    task = make_task(config.task, config.task_config, seed=config.seed, device="cpu")
+    return {name: int(batch.inputs.shape[0]) for name, batch in task.eval_sets().items()}
 
 
 def fourier_spectrum(info: RunInfo) -> pl.DataFrame:
@@ -272,5 +394,5 @@ def token_labels(task, batch) -> list[str]:
         return labels + [f"query c{int(batch.query_class[0])}"]
     if getattr(task, "name", "") == "modular":
         a, b = int(batch.inputs[0, 0]), int(batch.inputs[0, 1])
-        return [f"a={a}", f"b={b}", "="]
+        return [f"a={a}", f"b={b}", "query ="]
     return [str(t) for t in range(T)]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from icl_lab.config import ConfigError
+from icl_lab.config import ConfigError, check_fields
 
 
 @dataclass(frozen=True)
@@ -49,22 +49,14 @@ class ModelConfig:
     dtype: str = "float32"  # float32 | float64 (parameters and activations)
 
     def __post_init__(self) -> None:
-        valid = {
+        check_fields(self, "model", at_least_one=("n_layers", "n_heads", "d_model", "readout_hidden", "readout_layers"), choices={
             "normalization": ("none", "LN", "LNPre", "RMS", "RMSPre"),
             "positional": ("learned", "rotary"),
             "readout": ("unembed", "mlp"),
             "act_fn": ("relu", "gelu", "gelu_new", "silu"),
             "arch": ("transformer", "mlp"),
             "dtype": ("float32", "float64"),
-        }
-        for name, choices in valid.items():
-            if getattr(self, name) not in choices:
-                raise ConfigError(
-                    f"model.{name}={getattr(self, name)!r} is not one of {', '.join(choices)}"
-                )
-        for name in ("n_layers", "n_heads", "d_model", "readout_hidden", "readout_layers"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        })
         if self.arch == "mlp" and (not self.mlp_widths or min(self.mlp_widths) < 1):
             raise ConfigError(f"model.mlp_widths must be one or more widths >= 1, got {self.mlp_widths}")
         if self.init_scale <= 0:

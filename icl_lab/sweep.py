@@ -112,7 +112,12 @@ def load_sweep(path: str | Path) -> tuple[list[SweepRun], str]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"sweep file {path} does not exist")
-    text = path.read_text()
+    if not path.is_file():
+        raise ConfigError(f"sweep file {path} is not a file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"sweep file {path} is not readable ({type(err).__name__}: {err})") from None
     runs = expand(text, source=str(path))
     check_interventions(runs, text, source=str(path))
     return runs, text
@@ -224,23 +229,12 @@ def check_interventions(runs: list[SweepRun], text: str, source: str = "<sweep>"
 
 
 # -- the sweep's own layout ----------------------------------------------------------------
-@dataclass(frozen=True)
 class SweepPaths:
     """OUT/sweep.toml, OUT/sweep.parquet and OUT/runs/<name>; inside a run the store decides."""
 
-    dir: Path
-
-    @property
-    def spec(self) -> Path:
-        return self.dir / "sweep.toml"
-
-    @property
-    def table(self) -> Path:
-        return self.dir / "sweep.parquet"
-
-    @property
-    def runs(self) -> Path:
-        return self.dir / "runs"
+    def __init__(self, out: str | Path):
+        self.dir = Path(out)
+        self.spec, self.table, self.runs = self.dir / "sweep.toml", self.dir / "sweep.parquet", self.dir / "runs"
 
     def run(self, name: str) -> Path:
         return self.runs / name
@@ -469,10 +463,12 @@ class SweepInterrupted(KeyboardInterrupt):
 def run_sweep(
     spec: str | Path, out: str | Path, executor: str = "local", workers: int = 1,
     retry_failed: bool = False, progress: bool = True, threads: int | None = None,
+    loaded: tuple[list[SweepRun], str] | None = None,
 ) -> pl.DataFrame:
     """Run every pending member of the sweep in `spec` into `out` and return the sweep table
     (see `sweep_outcome` for its verdict). `threads`: torch threads per run (default
-    `default_threads(workers)`). Ctrl-C raises SweepInterrupted."""
+    `default_threads(workers)`); `loaded`: `load_sweep(spec)` when the caller already has it.
+    Ctrl-C raises SweepInterrupted."""
     if executor not in EXECUTORS:
         raise ConfigError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
     if workers < 1:
@@ -480,8 +476,8 @@ def run_sweep(
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
     threads = threads or default_threads(workers)
-    runs, text = load_sweep(spec)
-    layout = SweepPaths(Path(out))
+    runs, text = loaded or load_sweep(spec)
+    layout = SweepPaths(out)
     layout.runs.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(layout.spec, text.encode())
     todo = pending(runs, layout, retry_failed)

@@ -231,6 +231,8 @@ class InterventionEngine:
                 mixed = value.to(act.dtype).expand_as(act)
             else:
                 mixed = (1.0 - spec.strength) * act + spec.strength * value.to(act.dtype)
+            if spec.gradient == "value":  # the target's value carries its own gradient
+                return torch.where(selected, mixed, act)
             if spec.gradient == "detach":
                 return torch.where(selected, mixed.detach(), act)
             return torch.where(selected, act + (mixed - act).detach(), act)

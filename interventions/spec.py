@@ -30,7 +30,8 @@ patching from a clean into a corrupted run). Each target is a class in
 
 Gradient: `detach` makes the clamped entries constants (no gradient flows through them into
 what produced the activation); `through` is straight-through: the forward value is the
-clamped one, the gradient is that of the unclamped activation.
+clamped one, the gradient is that of the unclamped activation; `value`: the gradient flows
+through the mix into what the target computed its value from (`perfect_copying`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from interventions.errors import ConfigError, did_you_mean
 from interventions.targets import TARGET_CLASSES
 
 TARGETS = TARGET_CLASSES.keys()  # the registered target names (a live view of the registry)
-GRADIENTS = ("detach", "through")
+GRADIENTS = ("detach", "through", "value")
 APPLY = ("train_and_eval", "train", "eval")
 
 # A position selector: "all", an int, a list of ints, a "start:stop:step" slice, or a role.

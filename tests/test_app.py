@@ -56,7 +56,7 @@ def store(tmp_path_factory):
         train(base.with_overrides({"seed": seed}), root / f"plain-s{seed}", progress=False)
         clamp = Intervention(hook="blocks.1.attn.hook_pattern", heads=(0,), query_positions="query", target="induction")
         train(dataclasses.replace(base.with_overrides({"seed": seed}), interventions=(clamp,)), root / f"clamped-s{seed}", progress=False)
-    ablation_scan(root / "plain-s0", kind="zero", over="heads", metrics=["icl_accuracy"])
+    ablation_scan(root / "plain-s0", kind="zero", over="heads", metrics=["context_label_accuracy", "icl_accuracy"])
     patching_scan(root / "plain-s0", over="positions")
     modular = get_preset("modular", "cpu").config.with_overrides({"task.p": 11, "model.d_model": 32, "model.d_mlp": 64, "train.steps": 10, "train.eval_every": 5, "train.checkpoint_every": 5, "device": "cpu"})
     train(modular, root / "grok", progress=False)
@@ -157,6 +157,25 @@ def test_runs_page_lists_every_run_and_explains_the_odd_ones(store):
     assert list(at.dataframe[0].value["run"]) == ["rfm", "rfm-torn"]
 
 
+def test_runs_table_has_final_metrics_steps_wall_time_and_picks_runs_to_compare(store):
+    at = app(store)
+    frame = at.dataframe[0].value.set_index("run")
+    summary = json.loads(paths(store / "plain-s0").summary.read_text())
+    row = frame.loc["plain-s0"]
+    assert row["steps"] == TINY_BURSTY["train.steps"] and row["wall time (s)"] == pytest.approx(summary["wall_seconds"])
+    assert row["tracked"] == "icl_accuracy" and row["final tracked"] == pytest.approx(summary["final"]["icl_accuracy"])
+    assert f"train_loss={summary['final']['train_loss']:.4g}" in row["final metrics"]
+    clamp = json.loads(paths(store / "clamped-s0").config.read_text())["interventions"][0]
+    assert clamp["hook"] in frame.loc["clamped-s0"]["interventions"]  # the whole text, not cut off
+    assert clamp["hook"] in texts(at.markdown)  # and in full in the expander
+    rows = list(at.dataframe[0].value["run"])
+    at.session_state["runs-table"] = {"selection": {"rows": [rows.index("clamped-s1"), rows.index("grok")], "columns": []}}
+    at.run()
+    assert "Comparing 2 runs" in texts(at.success)
+    at.sidebar.radio(key="page").set_value("Phase changes").run()
+    assert at.sidebar.multiselect(key="selected").value == ["clamped-s1", "grok"]
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_draws_beside_corrupt_runs(store, page):
     """Every page draws, with no page-level failure, whichever run a damaged one sits beside."""
@@ -167,10 +186,12 @@ def test_every_page_draws_beside_corrupt_runs(store, page):
 def test_phase_changes_page_draws_the_readable_runs_of_a_selection(store):
     at = app(store, "Phase changes")
     at.sidebar.multiselect(key="selected").set_value(["plain-s0", "metrics-truncated", "metrics-garbage", "config-list", "summary-string"]).run()
-    at.multiselect(key="metrics").set_value(["icl_accuracy"]).run()
+    at.multiselect(key="panel-0").set_value(["icl_accuracy"]).run()
     assert not at.exception and "could not be drawn" not in texts(at.error)
     (chart,) = at.get("vega_lite_chart")
-    assert chart_runs(chart) == {"plain-s0", "config-list", "summary-string"}  # unreadable metrics left out
+    assert chart_runs(chart) == {"plain-s0", "summary-string"}  # unreadable metrics left out
+    at.radio(key="phase-task").set_value("?").run()  # a run whose config is unreadable: its own group, drawn
+    assert chart_runs(at.get("vega_lite_chart")[0]) == {"config-list"}
     warned = texts(at.warning)
     assert all(f"{name} is corrupt" in warned for name in ("metrics-truncated", "metrics-garbage", "config-list", "summary-string"))
 
@@ -200,22 +221,128 @@ def test_a_truncated_rfm_checkpoint_gives_a_message(store):
     at.selectbox(key="rfm-run").set_value("rfm-torn").run()
     assert not at.exception
     assert "No feature matrix for rfm-torn" in texts(at.error) and "not a readable safetensors file" in texts(at.error)
-    assert len(charts(at)) == 1  # the grokking run's spectrum is still drawn
+    assert len(charts(at)) == 4  # the grokking run's three curve charts and its spectrum are still drawn
 
 
-def test_phase_changes_page_overlays_runs_and_bands(store):
+def specs_of(at) -> list[dict]:
+    return [json.loads(spec) for spec in charts(at)]
+
+
+def views(spec: dict) -> list[dict]:
+    """Every single view (a dict with an encoding) inside a layered or concatenated spec."""
+    found = [spec] if "encoding" in spec else []
+    for key in ("layer", "vconcat", "hconcat", "concat"):
+        for child in spec.get(key, []):
+            found += views(child)
+    return found
+
+
+def colours(spec: dict, field: str) -> list[dict[str, str]]:
+    """name -> colour, one mapping per view that colours by `field` (from its explicit scale)."""
+    encodings = [v["encoding"]["color"] for v in views(spec) if v["encoding"].get("color", {}).get("field") == field]
+    return [dict(zip(e["scale"]["domain"], e["scale"]["range"])) for e in encodings]
+
+
+def x_titles(spec: dict) -> set[str]:
+    return {v["encoding"]["x"].get("title") for v in views(spec) if "x" in v["encoding"]}
+
+
+def test_phase_changes_page_overlays_metrics_runs_and_bands(store):
     at = app(store, "Phase changes")
     at.sidebar.multiselect(key="selected").set_value(["plain-s0", "plain-s1", "clamped-s0", "clamped-s1", "metrics-garbage"]).run()
     assert not at.exception
-    at.multiselect(key="metrics").set_value(["icl_accuracy", "induction_score.L1H0"]).run()
-    assert [s.value for s in at.subheader] == ["icl_accuracy", "induction_score.L1H0"]
-    assert len(charts(at)) == 2 and all('"run"' in spec for spec in charts(at))
+    # W&B's default panels: the accuracies in one, the losses in another, several metrics each
+    assert at.multiselect(key="panel-0").value == ["icl_accuracy", "iwl_accuracy"]
+    assert at.multiselect(key="panel-1").value == ["train_loss", "icl_loss", "iwl_loss"]
+    at.multiselect(key="panel-0").set_value(["icl_accuracy", "iwl_accuracy"]).run()
+    at.multiselect(key="panel-1").set_value(["induction_score.L1H0"]).run()
+    (spec,) = specs_of(at)
+    first, second = spec["vconcat"]
+    assert first["layer"][0]["title"] == "icl_accuracy · iwl_accuracy" and first["layer"][0]["encoding"]["y"]["title"] == "accuracy"
+    assert second["layer"][0]["title"] == "induction_score.L1H0"
+    assert chart_runs(at.get("vega_lite_chart")[0]) == {"plain-s0", "plain-s1", "clamped-s0", "clamped-s1"}
+    # one hover parameter lifted to the top, bound to a view of each panel: the ruler moves in both
+    (hover,) = spec["params"]
+    assert hover["name"] == "hover" and len(hover["views"]) == 2
     at.checkbox(key="bands").check().run()
-    at.checkbox(key="logx").check().run()
     assert not at.exception
-    specs = charts(at)
-    assert len(specs) == 2 and all('"low"' in spec and '"symlog"' in spec for spec in specs)
+    (spec,) = specs_of(at)
+    assert '"low"' in json.dumps(spec) and not colours(spec, "run")  # runs are out of the legend in band mode
+    maps = colours(spec, "condition")
+    plain, clamped = sorted(maps[0])  # two conditions (plain, clamped), seeds pooled; one colour each everywhere
+    assert plain == "bursty/small" and clamped.startswith("bursty/small [") and "induction" in clamped
+    assert len(maps) >= 4 and all(m == maps[0] for m in maps)
     assert len(at.get("download_button")) == 2
+
+
+def test_a_run_keeps_its_colour_across_panels_and_tasks(store):
+    at = app(store, "Phase changes")
+    at.sidebar.multiselect(key="selected").set_value(["plain-s0", "plain-s1", "clamped-s0", "grok"]).run()
+    at.multiselect(key="panel-0").set_value(["icl_accuracy"]).run()
+    at.multiselect(key="panel-1").set_value(["previous_token_score.L0H1", "train_loss"]).run()
+    (spec,) = specs_of(at)
+    maps = colours(spec, "run")
+    assert len(maps) >= 4 and all(m == maps[0] for m in maps)  # every layer of every panel: one mapping
+    expected = sorted(["plain-s0", "plain-s1", "clamped-s0", "grok"])  # domain: every chosen run, by name
+    assert list(maps[0]) == expected and len(set(maps[0].values())) == 4
+    at.radio(key="phase-task").set_value("modular").run()  # grok alone keeps the colour it had beside the others
+    (spec,) = specs_of(at)
+    assert all(m["grok"] == maps[0]["grok"] for m in colours(spec, "run"))
+
+
+def test_transition_rules_take_the_colour_scale_but_stay_out_of_the_legend():
+    import polars as pl
+    sys.path.insert(0, str(ROOT / "apps"))
+    import charts as app_charts
+
+    curves = pl.DataFrame({"step": [0, 10, 100] * 2, "metric": ["icl_accuracy"] * 6, "value": [0.1, 0.5, 0.9, 0.1, 0.2, 0.8],
+                           "run": ["a"] * 3 + ["b"] * 3, "condition": ["c1"] * 3 + ["c2"] * 3})
+    rules = pl.DataFrame({"run": ["b"], "condition": ["c2"], "metric": ["icl_accuracy"], "step": [10]})
+    for by, data in (("run", curves), ("condition", explore.condition_bands(curves))):
+        spec = app_charts.curve_panels(data, [["icl_accuracy"]], by=by, domain=["c1", "c2"] if by == "condition" else ["a", "b"], rules=rules).to_dict()
+        (rule,) = [v for v in views(spec) if v["mark"]["type"] == "rule" and "strokeDash" in v["mark"]]
+        assert rule["encoding"]["color"]["field"] == by and rule["encoding"]["color"]["legend"] is None
+        assert all(m == colours(spec, by)[0] for m in colours(spec, by))
+
+
+def test_no_page_mixes_training_steps_with_rfm_iterations_unless_asked(store):
+    at = app(store, "Phase changes")
+    at.sidebar.multiselect(key="selected").set_value(["plain-s0", "rfm"]).run()
+    assert at.radio(key="phase-task").value == "bursty"
+    assert x_titles(specs_of(at)[0]) == {"step"} and chart_runs(at.get("vega_lite_chart")[0]) == {"plain-s0"}
+    at.radio(key="phase-task").set_value("rfm").run()
+    assert x_titles(specs_of(at)[0]) == {"iteration"} and chart_runs(at.get("vega_lite_chart")[0]) == {"rfm"}
+    at.radio(key="phase-task").set_value(at.radio(key="phase-task").options[-1]).run()  # asked for: both, said so
+    assert "mixes training steps and RFM iterations" in texts(at.warning)
+    assert chart_runs(at.get("vega_lite_chart")[0]) == {"plain-s0", "rfm"}
+    at = app(store, "Grokking & RFM")
+    axes = [x_titles(spec) & {"step", "iteration"} for spec in specs_of(at)]
+    assert all(len(axis) <= 1 for axis in axes) and {"step"} in axes and {"iteration"} in axes
+    rfm_curves = specs_of(at)[-1]
+    assert x_titles(rfm_curves) == {"iteration"} and rfm_curves["vconcat"][0]["layer"][0]["encoding"]["y"]["title"] == "accuracy"
+
+
+def test_log_axes_are_real_log_scales_with_decade_ticks(store):
+    at = app(store, "Phase changes")
+    at.sidebar.multiselect(key="selected").set_value(["plain-s0"]).run()
+    at.checkbox(key="logx").check().run()
+    at.checkbox(key="logy").check().run()
+    (spec,) = specs_of(at)
+    line = spec["vconcat"][0]["layer"][0]["encoding"]
+    assert line["x"]["scale"]["type"] == "log" and line["x"]["axis"]["values"] == [1, 10, 100]  # steps 4..12
+    assert line["y"]["scale"]["type"] == "log"
+    frames = [convert_arrow_bytes_to_pandas_df(ds.data.data) for ds in at.get("vega_lite_chart")[0].proto.datasets]
+    assert all((frame["step"] > 0).all() for frame in frames if "step" in frame)
+    assert "at step 0 are left out" in texts(at.caption)
+
+
+def test_metric_names_are_grouped_by_family():
+    names = ["test_accuracy", "induction_score.L1H0", "embedding_fourier_norm.k10", "embedding_fourier_norm.k2",
+             "induction_score.L0H1", "train_accuracy", "alpha.blocks.0.attn.W_Q", "lr"]
+    assert explore.metric_families(names) == {
+        "*_accuracy": ["test_accuracy", "train_accuracy"], "alpha.*": ["alpha.blocks.0.attn.W_Q"],
+        "embedding_fourier_norm.k*": ["embedding_fourier_norm.k2", "embedding_fourier_norm.k10"],
+        "induction_score.*": ["induction_score.L0H1", "induction_score.L1H0"], "other": ["lr"]}
 
 
 def test_ablations_page_shows_the_head_heatmap(store):
@@ -239,7 +366,7 @@ def test_attention_page_draws_every_head(store):
     assert not at.exception and not at.error
     specs = charts(at)
     assert len(specs) == 4 and all(f"L{l}H{h}" in "".join(specs) for l in (0, 1) for h in (0, 1))
-    axis = json.loads(specs[0])["encoding"]["x"]["sort"]  # key positions, labelled with roles
+    axis = json.loads(specs[0])["layer"][0]["encoding"]["x"]["sort"]  # key positions, labelled with roles
     assert axis[0].startswith("x1 c") and axis[1].startswith("ℓ1=") and axis[-1].startswith("query c")
 
 
@@ -249,8 +376,100 @@ def test_grokking_and_rfm_page(store):
     at.select_slider(key="rfm-step").set_value(1).run()
     assert not at.exception and not at.error
     specs = charts(at)
-    assert len(specs) == 3
-    assert "embedding Fourier norm" in specs[0] and "feature matrix M at iteration 1" in specs[1]
+    assert len(specs) == 6  # three curve charts and the spectrum (grok), the feature matrix and its curves (rfm)
+    assert "embedding Fourier norm" in specs[3] and "feature matrix M at iteration 1" in specs[4]
+
+
+def test_the_delta_scale_is_centred_on_zero_with_values_baseline_and_the_tracked_metric(store):
+    import polars as pl
+
+    at = app(store, "Ablations")
+    at.selectbox(key="abl-run").set_value("plain-s0").run()
+    # the tracked metric (config "track"), not the alphabetically first (context_label_accuracy)
+    assert json.loads(paths(store / "plain-s0").config.read_text())["track"] == ["icl_accuracy"]
+    assert at.selectbox(key="abl-metric").value == "icl_accuracy"
+    assert "context_label_accuracy" in at.selectbox(key="abl-metric").options
+    table = pl.read_parquet(paths(store / "plain-s0").ablation_table("heads_zero_step12"))
+    table = table.filter(pl.col("metric") == "icl_accuracy")
+    rect, text = json.loads(charts(at)[0])["layer"]
+    scale = rect["encoding"]["color"]["scale"]
+    reach = table["delta"].abs().max()
+    assert scale["domainMid"] == 0 and scale["domain"] == [-reach, reach] and scale["scheme"] == "redblue"
+    assert text["mark"]["type"] == "text" and text["encoding"]["text"]["format"] == ".3f"  # the value in each cell
+    assert rect["encoding"]["x"]["title"] == "head" and rect["encoding"]["y"]["title"] == "layer"
+    assert at.metric[0].value == f"{table['baseline'][0]:.4g}" and "nothing ablated" in at.metric[0].label
+    # a table whose deltas are all 0 still gets a centred scale (white, not the bottom of the range)
+    at.selectbox(key="abl-table").set_value("patch_positions_step12").run()
+    at.selectbox(key="abl-metric").set_value("clean_answer_accuracy").run()
+    scale = json.loads(charts(at)[0])["layer"][0]["encoding"]["color"]["scale"]
+    assert scale["domainMid"] == 0 and scale["domain"][0] == -scale["domain"][1] < 0
+
+
+def test_a_heads_pattern_at_any_checkpoint_and_example(store):
+    at = app(store, "Ablations")
+    at.selectbox(key="abl-run").set_value("plain-s0").run()
+    at.selectbox(key="abl-head").set_value("L0H1").run()
+    at.select_slider(key="abl-step").set_value(6).run()
+    at.number_input(key="abl-example").set_value(5).run()
+    assert not at.exception and not at.error
+    assert "L0H1 at step 6, example 5" in charts(at)[1]
+
+
+def test_attention_rows_are_labelled_and_the_example_index_is_bounded(store):
+    at = app(store, "Attention patterns")
+    at.selectbox(key="att-run").set_value("plain-s0").run()
+    box = at.number_input(key="att-example")
+    assert (box.min, box.max) == (0, TINY_BURSTY["task.eval_size"] - 1)  # the widget cannot go past the set
+    spec = json.loads(charts(at)[0])
+    rect, outline = spec["layer"]
+    rows = rect["encoding"]["y"]["sort"]
+    assert len(rows) == 17 and rect["encoding"]["y"]["axis"]["labelOverlap"] is False  # no label dropped
+    assert rect["encoding"]["x"]["axis"]["labelOverlap"] is False
+    assert rows[-1].startswith("query") and rect["encoding"]["y"]["title"] == "query position"
+    outlined = convert_arrow_bytes_to_pandas_df(at.get("vega_lite_chart")[0].proto.datasets[-1].data.data)
+    assert set(outlined["y"]) == {rows[-1]} and len(outlined) == 17  # the query row, outlined
+    # a stale index from a bigger set (grok's 121-sequence grid) is clamped when the run changes
+    at.selectbox(key="att-run").set_value("grok").run()
+    at.number_input(key="att-example").set_value(100).run()
+    assert not at.exception and not at.error and "example 100" in charts(at)[0]
+    at.selectbox(key="att-run").set_value("plain-s0").run()
+    assert not at.exception and not at.error
+    assert at.number_input(key="att-example").value == 31 and "example 31" in charts(at)[0]
+    at.checkbox(key="att-compare").check().run()  # two checkpoints side by side
+    at.select_slider(key="att-step2").set_value(6).run()
+    specs = charts(at)
+    assert len(specs) == 8 and sum("at step 6" in s for s in specs) == 4 and sum("at step 12" in s for s in specs) == 4
+
+
+def test_grokking_panel_after_nanda(store, tmp_path):
+    import numpy as np
+
+    shutil.copytree(store / "grok", tmp_path / "grok")
+    shutil.copytree(store / "rfm", tmp_path / "rfm")
+    summary = json.loads(paths(tmp_path / "grok").summary.read_text())
+    summary["first_steps"] = {"train_accuracy>=1": 5, "test_accuracy>=0.95": 10}  # as if it had grokked
+    paths(tmp_path / "grok").summary.write_text(json.dumps(summary))
+    at = app(tmp_path, "Grokking & RFM")
+    specs = specs_of(at)
+    drawn = json.dumps(specs)
+    for metric in ("train_accuracy", "test_accuracy", "train_loss", "test_loss", "restricted_loss", "excluded_loss",
+                   "gini_embedding", "gini_neuron_logit", "weight_norm"):
+        assert f"{metric}" in drawn, metric
+    assert specs[1]["vconcat"][0]["layer"][0]["encoding"]["y"]["scale"]["type"] == "log"  # the losses
+    marks = [convert_arrow_bytes_to_pandas_df(ds.data.data) for ds in at.get("vega_lite_chart")[0].proto.datasets]
+    marks = next(frame for frame in marks if "label" in frame)
+    assert dict(zip(marks["label"].str[:2], marks["step"])) == {"s₁": 5, "s₂": 10}
+    frequencies = specs[3]["encoding"]["y"]["axis"]
+    assert frequencies["values"] == [1, 2, 3, 4, 5] and frequencies["labelOverlap"] is False  # p = 11: k = 1..5
+    heat = specs[4]["layer"][0]["encoding"]
+    M = explore.feature_matrix(explore.read_run(tmp_path / "rfm", tmp_path), 2)
+    off = M[~np.eye(M.shape[0], dtype=bool)]
+    assert heat["color"]["condition"]["test"] == "datum.diagonal"  # the diagonal masked
+    assert np.allclose(heat["color"]["scale"]["domain"], np.percentile(off, [1, 99]))
+    assert heat["x"]["title"] == "input feature"
+    at.checkbox(key="rfm-mask").uncheck().run()
+    heat = json.loads(charts(at)[4])["layer"][0]["encoding"]
+    assert "condition" not in heat["color"] and np.allclose(heat["color"]["scale"]["domain"], np.percentile(M, [1, 99]))
 
 
 def test_empty_and_missing_directories_get_a_message(tmp_path):

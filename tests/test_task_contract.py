@@ -112,6 +112,7 @@ SMALL_CONFIGS = {
     "bursty": tasks.BurstyConfig(num_classes=64, num_labels=8, dim=15, context_pairs=4, burstiness=2, eval_size=16),
     "modular": tasks.ModularTaskConfig(p=7),
     "digits": tasks.DigitsConfig(train_size=100, test_size=50),
+    "pairs": tasks.PairsConfig(num_classes=6, held_out_classes=4, dim=15, eval_size=16),
 }
 # What each task offers, written out (the capability protocols it implements by its methods,
 # the model family of its inputs, its declared data contracts).
@@ -119,6 +120,7 @@ CAPABILITIES = {
     "bursty": {"position_roles", "ideal_attention", "corrupted_twin", "probe_set", "ordered_inputs", "transformer"},
     "modular": {"probe_set", "ordered_inputs", "after_training", "modular_arithmetic", "transformer"},
     "digits": {"probe_set", "mlp"},
+    "pairs": {"position_roles", "ideal_attention", "probe_set", "ordered_inputs", "transformer"},
 }
 
 

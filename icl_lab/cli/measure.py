@@ -10,12 +10,7 @@ from icl_lab.store import paths
 
 
 HELP = "compute measures on a stored run's checkpoints and add them to its metrics"
-DESCRIPTION = (
-    "Post-hoc measures: the same functions as live evaluation, on every checkpoint (or --steps), "
-    "appended to the run's metrics. Default: the progress-measure suite (htsr, activation_sparsity, "
-    "weight_entropy, local_circuit_complexity, embedding_uniformity, mutual_information, "
-    "local_complexity) as defined for the run's task."
-)
+DESCRIPTION = "Post-hoc measures: the same functions as live evaluation, on every checkpoint (or --steps), appended to the run's metrics. Default: the progress-measure suite (htsr, activation_sparsity, weight_entropy, local_circuit_complexity, embedding_uniformity, mutual_information, local_complexity) as defined for the run's task."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,10 +10,7 @@ from icl_lab.store import read_config
 
 
 HELP = "clean → corrupted activation patching per component of a stored run"
-DESCRIPTION = (
-    "Patch each component's activation on the clean ICL set into the run on its relabelled twin; "
-    "report the fraction of the logit difference restored."
-)
+DESCRIPTION = "Patch each component's activation on the clean ICL set into the run on its relabelled twin; report the fraction of the logit difference restored."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

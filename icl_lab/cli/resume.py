@@ -10,10 +10,7 @@ from icl_lab.store import intact_state_steps, read_status
 
 
 HELP = "continue a stopped run (killed, failed or interrupted) from its latest checkpoint"
-DESCRIPTION = (
-    "Restore weights, optimizer, schedule and data stream from the run's newest intact checkpoint and"
-    " train to its configured length; the result equals an uninterrupted run."
-)
+DESCRIPTION = "Restore weights, optimizer, schedule and data stream from the run's newest intact checkpoint and train to its configured length; the result equals an uninterrupted run."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,10 +12,7 @@ from icl_lab.store import check_new_run_dir
 
 
 HELP = "grok modular arithmetic with a Recursive Feature Machine"
-DESCRIPTION = (
-    "Kernel ridge regression with AGOP feature learning on a∘b mod p (Mallinar et al. 2024); "
-    "iterations are the run's steps."
-)
+DESCRIPTION = "Kernel ridge regression with AGOP feature learning on a∘b mod p (Mallinar et al. 2024); iterations are the run's steps."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

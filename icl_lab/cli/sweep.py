@@ -13,10 +13,7 @@ from icl_lab.cli.arguments import UsageError, check_output_folder, count
 
 
 HELP = "run a grid of runs from a TOML file, in parallel, resumable"
-DESCRIPTION = (
-    "Expand a sweep file (base run, axes, conditions, ablations) to a grid of runs; finished runs are"
-    " kept, failures recorded; results in OUT/sweep.parquet. Exit code 1 when a run failed."
-)
+DESCRIPTION = "Expand a sweep file (base run, axes, conditions, ablations) to a grid of runs; finished runs are kept, failures recorded; results in OUT/sweep.parquet. Exit code 1 when a run failed."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
 
     from icl_lab.sweep import SweepInterrupted, load_sweep, run_sweep, sweep_outcome
 
-    runs, _ = load_sweep(args.spec)  # everything checked before any run starts
+    loaded = load_sweep(args.spec)  # everything checked before any run starts
+    runs = loaded[0]
     if args.executor == "ray":
         try:
             import ray  # noqa: F401
@@ -43,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"sweep of {len(runs)} runs -> {out.resolve()}")
     try:
         table = run_sweep(args.spec, out, executor=args.executor, workers=args.workers,
-                          retry_failed=args.retry_failed, progress=not args.no_progress)
+                          retry_failed=args.retry_failed, progress=not args.no_progress, loaded=loaded)
     except SweepInterrupted as stop:  # Ctrl-C: how to continue, without a traceback
         print(f"icl-lab sweep: {stop}", file=sys.stderr)
         return 130

@@ -37,9 +37,9 @@ def label_swap_accuracy(model, data: EvalData) -> dict:
     return {"label_swap_accuracy": _accuracy(model, data, "label_swap")}
 
 
-# The cross-entropy of every set, where each set is scored as a whole: the bursty sets (the
-# modular grid mixes training and held-out pairs; digits scores its own loss).
-@register_measure("eval_loss", eval_sets=BURSTY_SETS)
+# The cross-entropy of every set, where each set is scored as a whole: tasks with an `icl` set
+# (bursty, pairs; the modular grid mixes training and held-out pairs; digits scores its own loss).
+@register_measure("eval_loss", eval_sets=("icl",))
 def eval_loss(model, data: EvalData) -> dict:
     """Cross-entropy −(1/S) Σ_s log softmax(ŷ_s)[y_s] on each evaluation set."""
     out = {}

@@ -27,6 +27,7 @@ from icl_lab.tasks.base import (
 from icl_lab.tasks.bursty import BurstyConfig, BurstyTask
 from icl_lab.tasks.digits import DigitsConfig, DigitsTask
 from icl_lab.tasks.modular import ModularTask, ModularTaskConfig
+from icl_lab.tasks.pairs import PairsConfig, PairsTask
 
 
 class RegisteredTask(NamedTuple):
@@ -50,6 +51,7 @@ def register_task(name: str, config_class: type, task_class: type, default_prese
 register_task("bursty", BurstyConfig, BurstyTask, default_preset="small")
 register_task("modular", ModularTaskConfig, ModularTask, default_preset="cpu")
 register_task("digits", DigitsConfig, DigitsTask, default_preset="cpu")
+register_task("pairs", PairsConfig, PairsTask, default_preset="cpu")
 
 
 def task_names() -> list[str]:
@@ -108,6 +110,8 @@ __all__ = [
     "ModularTask",
     "ModularTaskConfig",
     "OrderedInputs",
+    "PairsConfig",
+    "PairsTask",
     "PositionRoles",
     "ProbeSet",
     "RegisteredTask",

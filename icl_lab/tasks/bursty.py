@@ -101,6 +101,13 @@ class BurstyConfig:
         return self.position_slots or self.seq_len
 
 
+def cluster_items(means: torch.Tensor, noise: float, gen: torch.Generator) -> torch.Tensor:
+    """Items of the classes `means` [..., D]: x = (μ + ε η)/√(1+ε²), η ~ N(0, I/D) fresh per
+    item, ε = `noise` (shared with the pairs task, icl_lab/tasks/pairs.py)."""
+    eta = torch.randn(means.shape, generator=gen, device=means.device) / math.sqrt(means.shape[-1])
+    return (means + noise * eta) / math.sqrt(1.0 + noise**2)
+
+
 class BurstyTask:
     """Generator of bursty in-context classification batches, on one device, from seeds.
 
@@ -135,13 +142,7 @@ class BurstyTask:
     @property
     def io(self) -> ModelIO:
         c = self.config
-        return ModelIO(
-            input_kind=self.input_kind,
-            d_input=c.dim,
-            n_ctx=c.n_positions,
-            n_outputs=c.num_labels,
-            seq_len=c.seq_len,
-        )
+        return ModelIO(input_kind=self.input_kind, d_input=c.dim, n_ctx=c.n_positions, n_outputs=c.num_labels, seq_len=c.seq_len)
 
     def loss(self, logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
         """Cross-entropy of the query's label: −log softmax(logits)[target], batch mean."""
@@ -229,12 +230,7 @@ class BurstyTask:
         return context, query_col
 
     def _items(self, means: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """x = (μ + ε η)/√(1+ε²), η ~ N(0, I/D), for means of any leading shape."""
-        eps = self.config.within_class_noise
-        noise = torch.randn(means.shape, generator=gen, device=self.device) / math.sqrt(
-            self.config.dim
-        )
-        return (means + eps * noise) / math.sqrt(1.0 + eps**2)
+        return cluster_items(means, self.config.within_class_noise, gen)
 
     def _assemble(
         self,
@@ -257,14 +253,8 @@ class BurstyTask:
         if c.n_positions > c.seq_len:
             offsets = self._randint(c.n_positions - c.seq_len + 1, (b, 1), gen)
             positions = positions + offsets
-        return TaskBatch(
-            inputs=inputs,
-            positions=positions,
-            targets=target,
-            context_labels=context_labels,
-            context_classes=context_classes,
-            query_class=query_class,
-        )
+        return TaskBatch(inputs=inputs, positions=positions, targets=target, context_labels=context_labels,
+                         context_classes=context_classes, query_class=query_class)
 
     def _novel(self, b: int, gen: torch.Generator) -> TaskBatch:
         """Bursty sequences of N/B fresh classes with fresh, distinct labels."""
@@ -280,15 +270,9 @@ class BurstyTask:
         rows = torch.arange(b, device=self.device)[:, None]
         query_slot = query_col
         # Novel class ids are K + slot: unique within a sequence, never a trained class.
-        return self._assemble(
-            context_means=means[rows, context_slot],
-            query_means=means[rows[:, 0], query_slot],
-            context_labels=labels[rows, context_slot],
-            target=labels[rows[:, 0], query_slot],
-            context_classes=c.num_classes + context_slot,
-            query_class=c.num_classes + query_slot,
-            gen=gen,
-        )
+        return self._assemble(context_means=means[rows, context_slot], query_means=means[rows[:, 0], query_slot],
+                              context_labels=labels[rows, context_slot], target=labels[rows[:, 0], query_slot],
+                              context_classes=c.num_classes + context_slot, query_class=c.num_classes + query_slot, gen=gen)
 
     def _trained(self, b: int, gen: torch.Generator, bursty: torch.Tensor) -> TaskBatch:
         """Trained classes; bursty rows ([b] bool) bursty, the others i.i.d. from P."""
@@ -312,15 +296,8 @@ class BurstyTask:
             L = self.config.num_labels
             context_labels = (context_labels + shift[:, None]) % L
             target = (target + shift) % L
-        return self._assemble(
-            context_means=self.class_means[context],
-            query_means=self.class_means[query],
-            context_labels=context_labels,
-            target=target,
-            context_classes=context,
-            query_class=query,
-            gen=gen,
-        )
+        return self._assemble(context_means=self.class_means[context], query_means=self.class_means[query],
+                              context_labels=context_labels, target=target, context_classes=context, query_class=query, gen=gen)
 
     def sample_batch(self, batch_size: int, gen: torch.Generator) -> TaskBatch:
         """One training batch: a p_C fraction novel, the rest trained (a p_B fraction bursty)."""

@@ -1,0 +1,124 @@
+"""The explorer's Altair charts, built from `icl_lab.explore` frames (no Streamlit here).
+
+Conventions a W&B or TensorBoard user expects: a run (or, in mean ± sd mode, a condition) has
+one colour in every panel, fixed by an explicit colour domain; several metrics share a panel,
+told apart by dash; the hover ruler moves in every panel at once; deltas are drawn on a
+diverging scale whose middle is zero.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from icl_lab import explore
+
+# Tableau's 20 colours, dark then light of each hue: runs beyond 20 repeat them
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+           "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")
+PANEL_HEIGHT = 230
+CELL_PX = 22  # rows and columns of an attention heatmap: enough for every label to be drawn
+
+
+def colour_scale(domain: list[str]) -> alt.Scale:
+    """One fixed colour per name: the same name has the same colour in every chart given this domain."""
+    return alt.Scale(domain=list(domain), range=[PALETTE[i % len(PALETTE)] for i in range(len(domain))])
+
+
+def _x(axis: str, log_x: bool, high: float) -> alt.X:
+    if log_x:  # a real log scale with a tick per decade (step 0 is dropped by explore.for_log_axes)
+        return alt.X("step:Q", title=f"{axis} (log)", scale=alt.Scale(type="log"),
+                     axis=alt.Axis(values=explore.decade_ticks(high), format="~s"))
+    return alt.X("step:Q", title=axis, axis=alt.Axis(format="~s"))
+
+
+def _y_title(metrics: list[str]) -> str:
+    """`accuracy` for train_accuracy and test_accuracy (one family), else the metrics' names."""
+    families = {explore.metric_family(m) for m in metrics}
+    (only,) = families if len(families) == 1 else (None,)
+    return only[2:] if only and only.startswith("*_") else ", ".join(metrics)
+
+
+def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, domain: list[str], axis: str = "step",
+                 log_x: bool = False, log_y: bool = False, rules: pl.DataFrame | None = None,
+                 marks: pl.DataFrame | None = None) -> alt.VConcatChart:
+    """One panel per list of metrics, stacked, sharing the x axis and a hover ruler.
+
+    curves: step, metric, value, run, condition (by="run"), or explore.condition_bands's frame
+    (by="condition"). rules: run, condition, metric, step of detected transitions, drawn dashed in
+    the run's colour and left out of the legend. marks: step, label rules drawn in every panel
+    (grokking's s₁, s₂)."""
+    y = "value" if by == "run" else "mean"
+    high = float(curves["step"].max()) if curves.height else 10.0
+    x = _x(axis, log_x, high)
+    colour = alt.Color(f"{by}:N", scale=colour_scale(domain), title=by)
+    hover = alt.selection_point(name="hover", fields=["step"], nearest=True, on="pointerover", clear="pointerout", empty=False)
+    charts = []
+    for metrics in panels:
+        data = curves.filter(pl.col("metric").is_in(metrics)).to_pandas()
+        base = alt.Chart(data, title=" · ".join(metrics)).encode(x=x)
+        dash = alt.StrokeDash("metric:N", scale=alt.Scale(domain=metrics), title="metric")
+        y_scale = alt.Scale(type="log" if log_y else "linear", zero=False)
+        tooltip = [by, "metric", alt.Tooltip("step:Q", title=axis), alt.Tooltip(f"{y}:Q", format=".4g")]
+        layers = []
+        if by == "condition":
+            layers.append(base.mark_area(opacity=0.15).encode(y=alt.Y("low:Q", scale=y_scale), y2="high:Q", color=colour, detail="metric:N"))
+        line = base.mark_line().encode(y=alt.Y(f"{y}:Q", title=_y_title(metrics), scale=y_scale), color=colour, strokeDash=dash, detail=f"{by}:N")
+        points = base.mark_point(size=30, filled=True).encode(
+            y=f"{y}:Q", color=colour, opacity=alt.condition(hover, alt.value(1), alt.value(0)), tooltip=tooltip).add_params(hover)
+        ruler = base.mark_rule(color="#888").transform_filter(hover)
+        layers += [line, points, ruler]
+        if rules is not None and rules.height:
+            mine = rules.filter(pl.col("metric").is_in(metrics)).to_pandas()
+            if len(mine):
+                layers.append(alt.Chart(mine).mark_rule(strokeDash=[4, 4], strokeWidth=1.5).encode(
+                    x=x, color=alt.Color(f"{by}:N", scale=colour_scale(domain), legend=None),
+                    tooltip=[by, "metric", alt.Tooltip("step:Q", title=f"transition {axis}")]))
+        if marks is not None and marks.height:
+            frame = marks.to_pandas()
+            layers.append(alt.Chart(frame).mark_rule(color="black", strokeDash=[2, 2]).encode(x=x, tooltip=["label", "step"]))
+            layers.append(alt.Chart(frame).mark_text(align="left", dx=3, dy=-4, baseline="top").encode(x=x, y=alt.value(0), text="label"))
+        charts.append(alt.layer(*layers).properties(height=PANEL_HEIGHT))
+    with warnings.catch_warnings():  # one hover parameter shared by every panel is the point here
+        warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter")
+        return alt.vconcat(*charts).resolve_scale(color="shared", strokeDash="independent")
+
+
+def heatmap(values: np.ndarray, x_labels, y_labels, title: str, *, x_title: str, y_title: str,
+            diverging: bool = False, domain: list[float] | None = None, scheme: str = "blues",
+            text: bool = False, highlight_row: int | None = None, mask_diagonal: bool = False) -> alt.LayerChart:
+    """A labelled heatmap. diverging: a red-blue scale whose middle (white) is 0, symmetric about
+    it. text: the value printed in each cell. highlight_row: that row outlined (the query).
+    mask_diagonal: diagonal cells left grey (their value stays in the tooltip)."""
+    x_labels, y_labels = [str(v) for v in x_labels], [str(v) for v in y_labels]
+    n_rows, n_cols = values.shape
+    frame = pd.DataFrame({
+        "x": np.tile(x_labels, n_rows), "y": np.repeat(y_labels, n_cols), "value": values.reshape(-1).astype(float),
+        "diagonal": (np.arange(n_rows)[:, None] == np.arange(n_cols)[None, :]).reshape(-1),
+    })
+    if diverging:
+        scale = alt.Scale(scheme="redblue", domain=domain or explore.delta_domain(values), domainMid=0)
+    else:
+        scale = alt.Scale(scheme=scheme, domain=domain, clamp=True) if domain else alt.Scale(scheme=scheme)
+    x = alt.X("x:N", sort=x_labels, title=x_title, axis=alt.Axis(labelOverlap=False, labelAngle=-45, labelLimit=160))
+    y = alt.Y("y:N", sort=y_labels, title=y_title, axis=alt.Axis(labelOverlap=False, labelLimit=160))
+    tooltip = [alt.Tooltip("y:N", title=y_title), alt.Tooltip("x:N", title=x_title), alt.Tooltip("value:Q", format=".4g")]
+    base = alt.Chart(frame, title=title).encode(x=x, y=y)
+    fill = alt.Color("value:Q", scale=scale, title="value")
+    if mask_diagonal:
+        fill = alt.condition("datum.diagonal", alt.value("#d0d0d0"), fill)
+    layers = [base.mark_rect().encode(color=fill, tooltip=tooltip)]
+    if text:
+        reach = max(abs(v) for v in (domain or explore.delta_domain(values)))
+        layers.append(base.mark_text(fontSize=11).encode(
+            text=alt.Text("value:Q", format=".3f"),
+            color=alt.condition(f"abs(datum.value) > {0.6 * reach}", alt.value("white"), alt.value("black"))))
+    if highlight_row is not None:
+        row = frame[frame["y"] == y_labels[highlight_row]]
+        layers.append(alt.Chart(row).mark_rect(fillOpacity=0, stroke="#e4572e", strokeWidth=2).encode(x=x, y=y))
+    return alt.layer(*layers)
