@@ -22,6 +22,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
            "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5")
 PANEL_HEIGHT = 230
+PANEL_WIDTH = 680  # fixed: Streamlit cannot stretch a concatenated chart, and the legend must stay in view
 CELL_PX = 22  # rows and columns of an attention heatmap: enough for every label to be drawn
 
 
@@ -34,7 +35,7 @@ def _x(axis: str, log_x: bool, high: float) -> alt.X:
     if log_x:  # a real log scale with a tick per decade (step 0 is dropped by explore.for_log_axes)
         return alt.X("step:Q", title=f"{axis} (log)", scale=alt.Scale(type="log"),
                      axis=alt.Axis(values=explore.decade_ticks(high), format="~s"))
-    return alt.X("step:Q", title=axis, axis=alt.Axis(format="~s"))
+    return alt.X("step:Q", title=axis, axis=alt.Axis(format="~s", tickMinStep=1))
 
 
 def _y_title(metrics: list[str]) -> str:
@@ -46,17 +47,19 @@ def _y_title(metrics: list[str]) -> str:
 
 def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, domain: list[str], axis: str = "step",
                  log_x: bool = False, log_y: bool = False, rules: pl.DataFrame | None = None,
-                 marks: pl.DataFrame | None = None) -> alt.VConcatChart:
+                 marks: pl.DataFrame | None = None, width: int = PANEL_WIDTH) -> alt.VConcatChart:
     """One panel per list of metrics, stacked, sharing the x axis and a hover ruler.
 
     curves: step, metric, value, run, condition (by="run"), or explore.condition_bands's frame
     (by="condition"). rules: run, condition, metric, step of detected transitions, drawn dashed in
-    the run's colour and left out of the legend. marks: step, label rules drawn in every panel
+    the run's colour and left out of the legend. The legend lists the names drawn; the colours
+    come from the whole `domain`, so a name keeps its colour whatever else is shown. marks: step, label rules drawn in every panel
     (grokking's s₁, s₂)."""
     y = "value" if by == "run" else "mean"
     high = float(curves["step"].max()) if curves.height else 10.0
     x = _x(axis, log_x, high)
-    colour = alt.Color(f"{by}:N", scale=colour_scale(domain), title=by)
+    drawn = [name for name in domain if name in set(curves[by].to_list())] if curves.height else list(domain)
+    colour = alt.Color(f"{by}:N", scale=colour_scale(domain), title=by, legend=alt.Legend(values=drawn))
     hover = alt.selection_point(name="hover", fields=["step"], nearest=True, on="pointerover", clear="pointerout", empty=False)
     charts = []
     for metrics in panels:
@@ -83,7 +86,7 @@ def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, doma
             frame = marks.to_pandas()
             layers.append(alt.Chart(frame).mark_rule(color="black", strokeDash=[2, 2]).encode(x=x, tooltip=["label", "step"]))
             layers.append(alt.Chart(frame).mark_text(align="left", dx=3, dy=-4, baseline="top").encode(x=x, y=alt.value(0), text="label"))
-        charts.append(alt.layer(*layers).properties(height=PANEL_HEIGHT))
+        charts.append(alt.layer(*layers).properties(height=PANEL_HEIGHT, width=width))
     with warnings.catch_warnings():  # one hover parameter shared by every panel is the point here
         warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter")
         return alt.vconcat(*charts).resolve_scale(color="shared", strokeDash="independent")
@@ -91,31 +94,40 @@ def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, doma
 
 def heatmap(values: np.ndarray, x_labels, y_labels, title: str, *, x_title: str, y_title: str,
             diverging: bool = False, domain: list[float] | None = None, scheme: str = "blues",
-            text: bool = False, highlight_row: int | None = None, mask_diagonal: bool = False) -> alt.LayerChart:
+            text: bool = False, highlight_row: int | None = None, mask_diagonal: bool = False,
+            details: dict[str, np.ndarray] | None = None, select: str | None = None) -> alt.LayerChart:
     """A labelled heatmap. diverging: a red-blue scale whose middle (white) is 0, symmetric about
     it. text: the value printed in each cell. highlight_row: that row outlined (the query).
-    mask_diagonal: diagonal cells left grey (their value stays in the tooltip)."""
+    mask_diagonal: diagonal cells left grey (their value stays in the tooltip). details: more
+    per-cell values (same shape as `values`) shown in the tooltip. select: the name of a point
+    selection of one cell (fields x, y), for `st.altair_chart(on_select=...)`."""
     x_labels, y_labels = [str(v) for v in x_labels], [str(v) for v in y_labels]
     n_rows, n_cols = values.shape
     frame = pd.DataFrame({
         "x": np.tile(x_labels, n_rows), "y": np.repeat(y_labels, n_cols), "value": values.reshape(-1).astype(float),
         "diagonal": (np.arange(n_rows)[:, None] == np.arange(n_cols)[None, :]).reshape(-1),
     })
+    for name, column in (details or {}).items():
+        frame[name] = np.asarray(column).reshape(-1)
     if diverging:
         scale = alt.Scale(scheme="redblue", domain=domain or explore.delta_domain(values), domainMid=0)
     else:
         scale = alt.Scale(scheme=scheme, domain=domain, clamp=True) if domain else alt.Scale(scheme=scheme)
     x = alt.X("x:N", sort=x_labels, title=x_title, axis=alt.Axis(labelOverlap=False, labelAngle=-45, labelLimit=160))
     y = alt.Y("y:N", sort=y_labels, title=y_title, axis=alt.Axis(labelOverlap=False, labelLimit=160))
-    tooltip = [alt.Tooltip("y:N", title=y_title), alt.Tooltip("x:N", title=x_title), alt.Tooltip("value:Q", format=".4g")]
+    tooltip = [alt.Tooltip("y:N", title=y_title), alt.Tooltip("x:N", title=x_title), alt.Tooltip("value:Q", format=".4g"),
+               *(alt.Tooltip(f"{name}:Q", format=".4g") for name in details or {})]
     base = alt.Chart(frame, title=title).encode(x=x, y=y)
     fill = alt.Color("value:Q", scale=scale, title="value")
     if mask_diagonal:
         fill = alt.condition("datum.diagonal", alt.value("#d0d0d0"), fill)
     layers = [base.mark_rect().encode(color=fill, tooltip=tooltip)]
+    if select:
+        cell = alt.selection_point(name=select, fields=["x", "y"], on="click", empty=False)
+        layers[0] = layers[0].add_params(cell).encode(strokeWidth=alt.condition(cell, alt.value(3), alt.value(0)), stroke=alt.value("black"))
     if text:
         reach = max(abs(v) for v in (domain or explore.delta_domain(values)))
-        layers.append(base.mark_text(fontSize=11).encode(
+        layers.append(base.mark_text(fontSize=11).transform_filter("isValid(datum.value) && isFinite(datum.value)").encode(
             text=alt.Text("value:Q", format=".3f"),
             color=alt.condition(f"abs(datum.value) > {0.6 * reach}", alt.value("white"), alt.value("black"))))
     if highlight_row is not None:

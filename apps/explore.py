@@ -1,7 +1,7 @@
 """icl-lab explorer: `streamlit run apps/explore.py`.
 
 Reads the run store only (runs directory chosen in the sidebar; default $ICL_LAB_RUNS or
-runs/). Pages: Runs, Phase changes, Ablations, Attention patterns, Grokking & RFM.
+runs/). Pages: Runs, Phase changes, Ablations, Attention patterns, Grokking & RFM, Sweeps, Clamp conditions.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import charts  # noqa: E402
 from icl_lab import explore
 from icl_lab.config import ConfigError
 from icl_lab.store import RunError
+from icl_lab.sweep import MEMBER_STATES
 
 ALL_TASKS = "all tasks together (mixes steps and RFM iterations)"
-PAGES = ("Runs", "Phase changes", "Ablations", "Attention patterns", "Grokking & RFM")
+PAGES = ("Runs", "Phase changes", "Ablations", "Attention patterns", "Grokking & RFM", "Sweeps", "Clamp conditions")
+NO_Y_AXIS = "(none: one row)"
 RESCAN_SECONDS = 10  # new run directories appear within this long (the rescan button: at once)
 
 st.set_page_config(page_title="icl-lab explorer", layout="wide")
@@ -37,6 +39,15 @@ def _find(root: str) -> tuple[list[str], str | None]:
         return [str(p) for p in explore.find_runs(root)], None
     except RunError as err:
         return [], str(err)
+
+
+@st.cache_data(show_spinner="Looking for sweeps and experiment tables…", ttl=RESCAN_SECONDS)
+def _find_tables(root: str) -> tuple[dict[str, list[str]], str | None]:
+    """(file name -> folders holding it, None), or ({}, why) when the bounded scan gave up."""
+    try:
+        return {name: [str(p) for p in folders] for name, folders in explore.find_tables(root).items()}, None
+    except RunError as err:
+        return {}, str(err)
 
 
 @st.cache_data(show_spinner=False)
@@ -74,6 +85,8 @@ def page_runs(infos, table: pl.DataFrame) -> None:
     st.caption("Pick rows (the boxes on the left) to compare those runs on the other pages.")
     event = st.dataframe(
         shown.to_pandas(), width="stretch", hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs-table",
+        column_order=["run", "task", "preset", "seed", "status", "steps", "wall time (s)", "tracked", "final tracked",
+                      "final metrics", "interventions", "transitions", "problems"],
         column_config={"interventions": st.column_config.TextColumn(width="large"),
                        "final metrics": st.column_config.TextColumn(width="large"),
                        "wall time (s)": st.column_config.NumberColumn(format="%.1f"),
@@ -84,10 +97,10 @@ def page_runs(infos, table: pl.DataFrame) -> None:
         st.session_state["compare"] = picked
         st.success(f"Comparing {len(picked)} runs on the other pages: {', '.join(picked)}")
     download(shown, "runs", "runs")
-    with st.expander("interventions in full"):
-        for info in infos:
-            if info.interventions and info.name in set(shown["run"].to_list()):
-                st.markdown(f"**{info.name}**: " + "; ".join(f"`{part}`" for part in info.interventions.split("; ")))
+    intervened = [i for i in infos if i.interventions and i.name in set(shown["run"].to_list())]
+    with st.expander(f"interventions in full ({len(intervened)} runs)", expanded=0 < len(intervened) <= 10):
+        for info in intervened:
+            st.markdown(f"**{info.name}**: " + "; ".join(f"`{part}`" for part in info.interventions.split("; ")))
     for info in infos:
         if info.state == "running":
             st.info(f"{info.name} is still running: its curves show what it has written so far.")
@@ -108,6 +121,18 @@ def _selected(infos) -> list:
     return [i for i in infos if i.name in chosen]
 
 
+def _choice(key: str, options: list, default):
+    """Set a one-value widget's state to `default` when what it holds is not offered (any more)
+    (a step of another run, a task no longer selected). Called before the widget is drawn."""
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = default
+
+
+def _step_slider(label: str, steps: list[int], key: str, default: int, container=st) -> int:
+    _choice(key, steps, default)
+    return int(container.select_slider(label, steps, key=key))
+
+
 def _keep_valid(key: str, allowed: list, default: list) -> list:
     """A multiselect's value: what the session holds, minus what is no longer offered (a stale
     choice from another task), else the default. Set before the widget is drawn."""
@@ -120,6 +145,7 @@ def _metric_pickers(names: list[str]) -> list[list[str]]:
     """Panels of metrics; options grouped by family (`induction_score.*`, `*_accuracy`, Fourier `k*`)."""
     families = explore.metric_families(names)
     c1, c2 = st.columns([1, 3])
+    _choice("family", ["all", *families], "all")
     family = c1.selectbox("measure family", ["all", *families], key="family",
                           format_func=lambda f: f if f == "all" else f"{f} ({len(families[f])})")
     offered = names if family == "all" else families[family]
@@ -146,6 +172,7 @@ def page_phase_changes(infos, root: str, stamp: tuple[int, ...]) -> None:
     for info in chosen:
         by_task.setdefault(info.task, []).append(info)
     options = list(by_task) + ([ALL_TASKS] if len(by_task) > 1 else [])
+    _choice("phase-task", options, options[0])
     group = st.radio("runs of task (steps and RFM iterations get separate axes)", options, horizontal=True, key="phase-task")
     shown = chosen if group == ALL_TASKS else by_task[group]
     axes = sorted({i.axis for i in shown})
@@ -171,7 +198,7 @@ def page_phase_changes(infos, root: str, stamp: tuple[int, ...]) -> None:
     data, notes = explore.for_log_axes(data, log_x, log_y, "mean" if by_condition else "value")
     rules, _ = explore.for_log_axes(explore.transition_marks(shown), log_x, False)
     chart = charts.curve_panels(data, panels, by=by, domain=domain, axis=axis, log_x=log_x, log_y=log_y, rules=rules)
-    st.altair_chart(chart, width="stretch")
+    st.altair_chart(chart, width="content")
     for note in notes:
         st.caption(note)
     st.caption("Dashed rules: detected transition steps (icl_lab.phases), in the run's colour. "
@@ -211,14 +238,13 @@ def _show_patterns(info, step: int, example: int, heads: list[tuple[int, int]] |
         container.error(f"No attention patterns for {info.name} at step {step}: {err}")
         return
     query = len(labels) - 1 if labels and labels[-1].startswith("query") else None
-    size = charts.CELL_PX * len(labels)
     for layer, pattern in patterns.items():
         shown = [h for h in range(pattern.shape[0]) if heads is None or (layer, h) in heads]
         cols = container.columns(len(shown)) if len(shown) > 1 else [container]
         for col, h in zip(cols, shown):
             chart = charts.heatmap(pattern[h], labels, labels, f"L{layer}H{h} at step {step}, example {example}",
                                    x_title="key (attended to)", y_title="query position", highlight_row=query)
-            col.altair_chart(chart.properties(height=size, width=size), width="content")
+            col.altair_chart(chart.properties(height=alt.Step(charts.CELL_PX), width=alt.Step(charts.CELL_PX)), width="content")
 
 
 def page_ablations(infos, stamp: tuple[int, ...]) -> None:
@@ -238,8 +264,7 @@ def page_ablations(infos, stamp: tuple[int, ...]) -> None:
         return
     metrics = sorted(table["metric"].unique().to_list())
     tracked = [m for m in info.track if m in metrics]
-    if st.session_state.get("abl-metric") not in metrics:  # a new table: its tracked metric, not the first by name
-        st.session_state["abl-metric"] = (tracked or metrics)[0]
+    _choice("abl-metric", metrics, (tracked or metrics)[0])  # a new table: its tracked metric, not the first by name
     metric = st.selectbox("metric", metrics, key="abl-metric", format_func=lambda m: f"{m} (tracked)" if m in tracked else m)
     sub = table.filter(pl.col("metric") == metric)
     layers = sorted(set(sub["layer"].to_list()))
@@ -253,10 +278,11 @@ def page_ablations(infos, stamp: tuple[int, ...]) -> None:
     if baselines:
         st.metric(f"baseline {metric} ({'corrupted run, nothing patched' if patching else 'nothing ablated'})",
                   ", ".join(f"{b:.4g}" for b in baselines))
-    column_title = "head" if components and components[0].startswith("H") else "position" if components[0].startswith("pos") else "component"
+    kinds = {"H": "head", "p": "position"}  # the scan's component names: H0, H1, … or pos0, pos1, …
+    column_title = kinds.get(components[0][:1], "component") if components else "component"
     chart = charts.heatmap(grid, components, [f"L{l}" for l in layers], f"Δ {metric} when the component is {what} (value − baseline)",
                            x_title=column_title, y_title="layer", diverging=True, text=True)
-    st.altair_chart(chart.properties(height=60 * len(layers) + 40), width="stretch")
+    st.altair_chart(chart.properties(height=alt.Step(44)), width="stretch")
     st.caption("Red: the metric falls (the component helps); blue: it rises; white: no change. "
                "The scale is symmetric about 0.")
     download(sub, name, "abl")
@@ -265,11 +291,11 @@ def page_ablations(infos, stamp: tuple[int, ...]) -> None:
     if heads and steps:
         c1, c2, c3 = st.columns(3)
         pick = c1.selectbox("see a head's attention pattern", heads, key="abl-head")
-        step = c2.select_slider("checkpoint step", steps, value=steps[-1], key="abl-step")
+        step = _step_slider("checkpoint step", steps, "abl-step", steps[-1], c2)
         example = _example_input(info, stamp, "abl-example", c3)
         if example is not None:
             layer, head = int(pick[1 : pick.index("H")]), int(pick[pick.index("H") + 1 :])
-            _show_patterns(info, int(step), example, heads=[(layer, head)])
+            _show_patterns(info, step, example, heads=[(layer, head)])
 
 
 def page_attention(infos, stamp: tuple[int, ...]) -> None:
@@ -280,26 +306,23 @@ def page_attention(infos, stamp: tuple[int, ...]) -> None:
         return
     steps = explore.checkpoints(info)
     c1, c2 = st.columns(2)
-    if st.session_state.get("att-step") not in steps:  # a stale step from another run
-        st.session_state["att-step"] = steps[-1]
-    step = c1.select_slider("checkpoint step", steps, key="att-step")
+    step = _step_slider("checkpoint step", steps, "att-step", steps[-1], c1)
     example = _example_input(info, stamp, "att-example", c2)
     if example is None:
         return
     if st.checkbox("compare with a second checkpoint, side by side", key="att-compare"):
-        if st.session_state.get("att-step2") not in steps:
-            st.session_state["att-step2"] = steps[0]
-        other = st.select_slider("second checkpoint step", steps, key="att-step2")
+        other = _step_slider("second checkpoint step", steps, "att-step2", steps[0])
         left, right = st.columns(2)
         for col, s in ((left, step), (right, other)):
-            _show_patterns(info, int(s), example, container=col)
+            _show_patterns(info, s, example, container=col)
     else:
-        _show_patterns(info, int(step), example)
+        _show_patterns(info, step, example)
     st.caption("Rows: query positions; columns: key positions, each named by its role in the task "
                "(x: item and its class c, ℓ: its label, query); the query row is outlined.")
 
 
-def _curves_of(info, root: str, stamp: tuple[int, ...], panels: list[list[str]], *, log_y: bool = False, marks=None) -> None:
+def _curves_of(info, root: str, stamp: tuple[int, ...], panels: list[list[str]], *, log_y: bool = False, marks=None,
+               width: int = charts.PANEL_WIDTH) -> None:
     """One run's panels, in the run's colour, with the axis its task counts in."""
     curves = _curves([info], root, (info.name,), stamp)
     names = set(explore.metric_names(curves))
@@ -308,8 +331,8 @@ def _curves_of(info, root: str, stamp: tuple[int, ...], panels: list[list[str]],
     if not panels:
         return
     data, notes = explore.for_log_axes(curves.filter(pl.col("metric").is_in([m for p in panels for m in p])), False, log_y)
-    chart = charts.curve_panels(data, panels, by="run", domain=[info.name], axis=info.axis, log_y=log_y, marks=marks)
-    st.altair_chart(chart, width="stretch")
+    chart = charts.curve_panels(data, panels, by="run", domain=[info.name], axis=info.axis, log_y=log_y, marks=marks, width=width)
+    st.altair_chart(chart, width="content")
     for note in notes:
         st.caption(note)
 
@@ -337,7 +360,7 @@ def page_grokking(infos, root: str, stamp: tuple[int, ...]) -> None:
                 x=alt.X("step:O", title="step"),
                 y=alt.Y("frequency:O", title="frequency k", sort=frequencies, axis=alt.Axis(labelOverlap=False, values=frequencies)),
                 color=alt.Color("norm:Q", scale=alt.Scale(scheme="viridis")), tooltip=["step", "frequency", "norm"])
-            st.altair_chart(chart.properties(height=max(200, 14 * len(frequencies))), width="stretch")
+            st.altair_chart(chart.properties(height=alt.Step(16)), width="stretch")
             download(spectrum, "fourier_spectrum", "fourier")
     if rfm:
         st.subheader("Recursive feature machine")
@@ -345,10 +368,10 @@ def page_grokking(infos, root: str, stamp: tuple[int, ...]) -> None:
         steps = explore.checkpoints(info)
         if steps:
             c1, c2 = st.columns(2)
-            step = c1.select_slider("iteration", steps, value=steps[-1], key="rfm-step")
+            step = _step_slider("iteration", steps, "rfm-step", steps[-1], c1)
             mask = c2.checkbox("mask the diagonal (its large entries otherwise take the colour range)", value=True, key="rfm-mask")
             try:
-                M = explore.feature_matrix(info, int(step))
+                M = explore.feature_matrix(info, step)
             except RunError as err:
                 st.error(f"No feature matrix for {info.name} at iteration {step}: {err}")
                 return
@@ -361,7 +384,123 @@ def page_grokking(infos, root: str, stamp: tuple[int, ...]) -> None:
             left.altair_chart(heat.properties(height=420), width="stretch")
             left.caption(f"Colour range: 1st to 99th percentile {'off the diagonal' if mask else 'of all entries'} ({low:.3g} to {high:.3g}).")
             with right:
-                _curves_of(info, root, stamp, [["train_accuracy", "test_accuracy"], ["circulant_deviation", "agop_alignment"]])
+                _curves_of(info, root, stamp, [["train_accuracy", "test_accuracy"], ["circulant_deviation", "agop_alignment"]], width=300)
+
+
+def _compare(names: list[str], what: str) -> None:
+    """Put these runs in the comparison the other pages draw (Phase changes starts from it)."""
+    st.session_state["compare"] = names
+    st.success(f"Comparing {len(names)} runs ({what}) on Phase changes: {', '.join(names)}")
+
+
+def _pick_table(root: str, file: str, label: str, key: str, read, hint: str) -> tuple[Path, pl.DataFrame] | None:
+    """(folder, read(folder)) for a folder under root holding `file`, picked by the user; None,
+    with a message, when there is none or its table cannot be read."""
+    found, gave_up = _find_tables(root)
+    if gave_up:
+        st.error(gave_up)
+        return None
+    folders = {str(Path(f).relative_to(root)): Path(f) for f in found.get(file, [])}
+    if not folders:
+        st.info(f"No {label} under {root} (a folder holding {file}). {hint}")
+        return None
+    folder = folders[st.selectbox(label, list(folders), key=key)]
+    try:
+        return folder, read(folder)
+    except RunError as err:
+        st.error(f"This {label} cannot be shown: {err}")
+        return None
+
+
+def _phase_diagrams(table: pl.DataFrame, metrics: list[str], axes: list[str], x_axis: str, y_axis: str | None):
+    """One heatmap per metric, side by side, two to a row: (the cells, as explore.phase_diagram
+    gives them, and the (x, y) of each cell clicked in any of them); (None, []) for no metric."""
+    rest = [a for a in axes if a not in (x_axis, y_axis)]
+    ys, xs = explore.axis_values(table, y_axis) if y_axis else ["all"], explore.axis_values(table, x_axis)
+    cells, clicked = None, []
+    columns = st.columns(2) if len(metrics) > 1 else [st]
+    for i, metric in enumerate(metrics):
+        cells = explore.phase_diagram(table, metric, x_axis, y_axis)
+        grid = lambda column: cells[column].cast(pl.Float64).to_numpy().reshape(len(ys), len(xs))  # noqa: E731
+        chart = charts.heatmap(grid("mean"), xs, ys, f"{metric.removeprefix('final.')}, mean over {', '.join(rest) or 'nothing'}",
+                               x_title=x_axis, y_title=y_axis or "", scheme="blues", domain=[0.0, 1.0] if metric.endswith("accuracy") else None,
+                               text=True, details={"seeds": grid("seeds"), "sd": grid("sd")}, select="cell")
+        event = columns[i % len(columns)].altair_chart(chart.properties(height=alt.Step(40)), width="stretch",
+                                                       on_select="rerun", key=f"sweep-heat-{metric}")
+        clicked += [(str(c.get("x")), str(c.get("y"))) for c in (event or {}).get("selection", {}).get("cell") or []]
+    return cells, clicked
+
+
+def page_sweeps(infos, root: str) -> None:
+    st.header("Sweeps")
+    picked = _pick_table(root, explore.SWEEP_TABLE, "sweep", "sweep", explore.read_sweep_table,
+                         f"Run one with `icl-lab sweep SPEC.toml --out {root}/NAME`.")
+    if picked is None:
+        return
+    folder, table = picked
+    counts = dict(table.group_by("status").len().iter_rows())
+    for col, state in zip(st.columns(len(MEMBER_STATES)), MEMBER_STATES):
+        col.metric(state, counts.get(state, 0))
+    for run, error in explore.failed_members(table):
+        st.warning(f"{run} failed: {error}")
+    axes, metrics = explore.sweep_axes(table), explore.sweep_metrics(table)
+    if not axes or not metrics:
+        st.info("Nothing to draw yet: " + ("the sweep has no axes." if not axes else "no member has finished (no final.* column)."))
+        return
+    swept = [a for a in axes if a != "seed"] or axes
+    c1, c2, c3 = st.columns([1, 1, 2])
+    _choice("sweep-x", axes, swept[0])
+    x_axis = c1.selectbox("x axis", axes, key="sweep-x")
+    y_options = [a for a in axes if a != x_axis] + [NO_Y_AXIS]
+    _choice("sweep-y", y_options, next((a for a in swept if a != x_axis), NO_Y_AXIS))
+    y_axis = c2.selectbox("y axis", y_options, key="sweep-y")
+    y_axis = None if y_axis == NO_Y_AXIS else y_axis
+    _keep_valid("sweep-metrics", metrics, [m for m in ("final.icl_accuracy", "final.iwl_accuracy") if m in metrics] or metrics[:1])
+    shown = c3.multiselect("final metrics (one heatmap each)", metrics, key="sweep-metrics")
+    cells, clicked = _phase_diagrams(table, shown, axes, x_axis, y_axis)
+    if cells is None:
+        st.info("Choose a final metric to draw.")
+        return
+    st.caption("Each cell: the mean over the members that finished (seeds and sd in the tooltip). "
+               "Click a cell to compare its runs, or pick it below.")
+    keys = list(cells.select("x", "y").iter_rows())
+    labels = [f"{x_axis}={x}" + (f", {y_axis}={y}" if y_axis else "") for x, y in keys]
+    click = next((labels[keys.index(k)] for k in clicked if k in keys), None)
+    fresh_click = click is not None and click != st.session_state.get("sweep-clicked")
+    st.session_state["sweep-clicked"] = click
+    if fresh_click:  # a newly clicked cell is chosen below, and its runs compared at once
+        st.session_state["sweep-cell"] = click
+    _choice("sweep-cell", labels, labels[0])
+    cell = cells.row(labels.index(st.selectbox("cell", labels, key="sweep-cell")), named=True)
+    members = table.filter(pl.col("run").is_in(cell["runs"] or []))
+    run_names = {i.name for i in infos}
+    dirs = [str(d.relative_to(root)) for d in explore.sweep_member_dirs(folder, members["run"].to_list())]
+    members = members.with_columns(pl.Series("run directory", dirs))
+    st.dataframe(members.select("run", "status", *shown, "run directory").to_pandas(), hide_index=True, key="sweep-members")
+    found = [d for d in dirs if d in run_names]
+    if st.button(f"compare these {len(found)} runs on Phase changes", key="sweep-compare", disabled=not found) or (fresh_click and found):
+        _compare(found, st.session_state["sweep-cell"])
+    download(table, "sweep", "sweep")
+
+
+def page_clamps(infos, root: str) -> None:
+    st.header("Clamp conditions")
+    hint = f"Make one with `icl-lab experiment singh-clamps --out {root}/NAME`."
+    if (found := _pick_table(root, explore.CLAMP_TABLE, "experiment", "clamp-table", explore.read_clamp_table, hint)) is None:
+        return
+    folder, table = found[0], explore.clamp_summary(found[1])
+    st.dataframe(table.to_pandas(), hide_index=True, key="clamp-conditions",
+                 column_config={"ratio to baseline": st.column_config.NumberColumn(format="%.2f")})
+    st.caption("Transition: mean ± sd over the seeds where one was found. Ratio: this condition's mean "
+               "transition (in training sequences) over its baseline's; the baselines come first.")
+    download(table, "clamp_conditions", "clamps")
+    conditions = table["condition"].to_list()
+    picked = st.multiselect("conditions to overlay on Phase changes", conditions, key="clamp-pick")
+    run_dirs = [i.path for i in infos]
+    runs = [str(d.relative_to(root)) for c in picked for d in explore.condition_runs(folder, c, run_dirs)]
+    if st.button(f"overlay these {len(runs)} runs on Phase changes", key="clamp-overlay", disabled=not runs):
+        _compare(runs, ", ".join(picked))
+        st.caption("Tick “mean ± sd over seeds” there to draw one band per condition.")
 
 
 def main() -> None:
@@ -371,6 +510,7 @@ def main() -> None:
     page = st.sidebar.radio("page", PAGES, index=PAGES.index(asked) if asked in PAGES else 0, key="page")
     if st.sidebar.button("rescan for runs", key="rescan"):
         _find.clear()
+        _find_tables.clear()
     st.sidebar.caption(f"Runs are looked for at most {explore.SCAN_MAX_DEPTH} folders below this directory.")
     if not Path(root).exists():
         st.warning(f"The runs directory {root} does not exist. Train a run (`icl-lab train bursty`) or choose another directory.")
@@ -394,8 +534,12 @@ def main() -> None:
             page_ablations(infos, stamp)
         elif page == "Attention patterns":
             page_attention(infos, stamp)
-        else:
+        elif page == "Grokking & RFM":
             page_grokking(infos, root, stamp)
+        elif page == "Sweeps":
+            page_sweeps(infos, root)
+        else:
+            page_clamps(infos, root)
     except Exception as err:  # a page must explain, not crash: the message here, the traceback in the console
         traceback.print_exc()
         st.error(f"This page could not be drawn from {root}: {type(err).__name__}: {err}")

@@ -14,6 +14,7 @@ from icl_lab.run_config import RunConfig
 from icl_lab.store import RunError, load_checkpoint, load_metrics, load_run
 from icl_lab.tasks import BurstyConfig, BurstyTask, Task, make_task, register_task
 from icl_lab.train import TrainResult, train
+from icl_lab.batched import train_group
 
 
 def __getattr__(name: str):
@@ -49,4 +50,5 @@ __all__ = [
     "register_preset",
     "register_task",
     "train",
+    "train_group",
 ]

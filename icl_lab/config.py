@@ -180,6 +180,13 @@ def leaf_keys(obj: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+def is_log_spaced(step: int, per_decade: int) -> bool:
+    """Whether `step` is on the schedule round(10^(k / per_decade)), k = 0, 1, 2, ..."""
+    if per_decade < 1 or step < 1:
+        return False
+    return step == round(10 ** (round(math.log10(step) * per_decade) / per_decade))
+
+
 def check_fields(obj: Any, section: str, choices: dict[str, tuple] | None = None, at_least_one: tuple[str, ...] = ()) -> None:
     """Refuse a field outside its valid choices, or a count below 1, naming `section.field`."""
     for name, valid in (choices or {}).items():
@@ -219,6 +226,10 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     eval_every: int = 100
     checkpoint_every: int = 1000
+    # denser checkpoints where a circuit forms (for the attention view): every evaluation step
+    # in [start, end), and/or n per decade of steps (1, 2, 5, 10, 20, 50, ... for n = 3)
+    checkpoint_window: tuple[int, int] = (0, 0)
+    checkpoints_per_decade: int = 0
     loss_dtype: str = "float32"  # float32 | float64 (Nanda et al. compute the loss in float64)
     nonfinite_loss: str = "fail"  # fail: a NaN/inf training loss fails the run | continue (to study divergence)
 
@@ -231,6 +242,10 @@ class TrainConfig:
         })
         if self.checkpoint_every < 0 or self.warmup_steps < 0:
             raise ConfigError("train.checkpoint_every and train.warmup_steps must be >= 0")
+        if len(self.checkpoint_window) != 2 or not 0 <= self.checkpoint_window[0] <= self.checkpoint_window[1]:
+            raise ConfigError(f"train.checkpoint_window must be [start, end] with 0 <= start <= end, got {list(self.checkpoint_window)}")
+        if not 0 <= self.checkpoints_per_decade <= 100:
+            raise ConfigError(f"train.checkpoints_per_decade must be in 0..100, got {self.checkpoints_per_decade}")
         numbers = {name: getattr(self, name) for name in ("lr", "weight_decay", "momentum", "grad_clip")}
         numbers.update({f"betas[{i}]": beta for i, beta in enumerate(self.betas)})
         for name, value in numbers.items():

@@ -59,7 +59,8 @@ def _bursty(name: str, description: str, task: BurstyConfig, model: str, train: 
 
 # The reference task (K=2048, L=32, N=8, B=4) and its CPU training, shared by small and circuit.
 REFERENCE_TASK = BurstyConfig(num_classes=2048, num_labels=32, dim=63, context_pairs=8, burstiness=4)
-REFERENCE_TRAIN = TrainConfig(steps=3000, batch_size=128, optimizer="adam", lr=3e-3, eval_every=50, checkpoint_every=500)
+REFERENCE_TRAIN = TrainConfig(steps=3000, batch_size=128, optimizer="adam", lr=3e-3, eval_every=50, checkpoint_every=500,
+                              checkpoints_per_decade=10)  # 631, 794, 1000, ...: the attention view sees the circuit form
 
 
 _bursty(

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from icl_lab.config import ConfigError, TrainConfig
+from icl_lab.config import ConfigError, TrainConfig, is_log_spaced
 from icl_lab.measures import evaluate
 from icl_lab.phases import find_transition
 from icl_lab.provenance import provenance_record, resolve_device
@@ -85,6 +85,169 @@ class NonFiniteLoss(RuntimeError):
     """The training loss became NaN or infinite (the run is marked failed at that step)."""
 
 
+class TrainingRun:
+    """One run's training objects (task, model, clamp engine, optimizer, schedule, data stream,
+    evaluation sets), its tallies between evaluations, and its run directory. `train` drives
+    one; `icl_lab.batched.train_group` drives several whose forward passes share one call.
+
+    `torch_rng`: the global RNG state stored with each checkpoint; None stores the live one
+    (a group member stores the state its own run would have, see icl_lab.batched).
+    """
+
+    def __init__(self, config: RunConfig, device: torch.device):
+        torch.manual_seed(config.seed)
+        self.config, self.device, self.cfg = config, device, config.train
+        self.task = make_task(config.task, config.task_config, seed=config.seed, device=device)
+        from icl_lab.models import build_model
+
+        self.model = build_model(config.model, self.task.io, seed=config.seed + 1, device=device)
+        self.engine = InterventionEngine(self.model, self.task, config.interventions, load_reference=lambda run, step, device: load_model(run, step, device)[0]) if config.interventions else None
+        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.cfg))
+        self.data_gen = self.task.make_generator(config.seed + 2)
+        self.eval_batches = self.task.eval_sets()
+        self.loss_dtype = torch.float64 if self.cfg.loss_dtype == "float64" else torch.float32
+        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        self.loss_count = 0
+        self.first_nonfinite = torch.full((), -1, device=device, dtype=torch.long)
+        self.eval_steps: list[int] = []
+        self.torch_rng: torch.Tensor | None = None
+        self.run: RunLifecycle | None = None
+
+    @property
+    def writer(self):
+        return self.run.writer
+
+    def start(self, out: str | Path, overwrite: bool) -> int:
+        """Create the run directory; -1: training starts at step 0."""
+        self.run = RunLifecycle.start(out, run_record(self.config, self.device), verb="train", overwrite=overwrite)
+        return -1
+
+    def reopen(self, out: str | Path) -> int:
+        """Take a stopped run's lock and restore everything from its newest intact checkpoint;
+        the step training continues from (-1: none, start again at step 0)."""
+        self.run = RunLifecycle.resume(out, verb="resume")
+        try:
+            start_step = resumable_step(Path(out), self.config)
+            if start_step >= 0:
+                state = load_training_state(out, start_step)  # intact: checked by resumable_step
+                restore_weights(self.model, out, start_step)
+        except BaseException:
+            self.run.writer.close()
+            raise
+        if start_step >= 0:
+            self.optimizer.load_state_dict(state.optimizer)
+            self.scheduler.load_state_dict(state.scheduler)
+            self.data_gen.set_state(state.data_generator)
+            torch.set_rng_state(state.torch_rng)
+            self.loss_sum, self.loss_count, self.eval_steps = state.loss_sum.to(self.device), state.loss_count, list(state.eval_steps)
+            self.first_nonfinite = state.first_nonfinite_step.to(self.device)
+            if self.engine is not None:
+                restore_engine_state(self.engine, state)
+        self.run.writer.rewind(start_step)
+        return start_step
+
+    def sample_batch(self, step: int):
+        """The batch of the update from step-1 to step, with the clamps of that update on."""
+        if self.engine is not None:
+            self.engine.set_step(step - 1, "train")
+        return self.task.sample_batch(self.cfg.batch_size, self.data_gen)
+
+    def update(self, loss: torch.Tensor, step: int) -> None:
+        """After loss.backward(): clip, step the optimizer and schedule, tally the loss."""
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        loss = loss.detach()
+        self.first_nonfinite = torch.where((self.first_nonfinite < 0) & ~torch.isfinite(loss), step, self.first_nonfinite)
+        self.loss_sum += loss.to(torch.float64)
+        self.loss_count += 1
+
+    def due(self, every: int, step: int) -> bool:
+        return step == 0 or step == self.cfg.steps or (every > 0 and step % every == 0)
+
+    def extra_checkpoint(self, step: int) -> bool:
+        """Denser checkpoints: every evaluation inside the window, or log-spaced steps."""
+        start, end = self.cfg.checkpoint_window
+        in_window = start <= step < end and step % self.cfg.eval_every == 0
+        return in_window or is_log_spaced(step, self.cfg.checkpoints_per_decade)
+
+    def after_update(self, step: int) -> dict[str, float] | None:
+        """Evaluate and checkpoint when `step` is due; the metrics recorded, if any."""
+        floats = self.record(step) if self.due(self.cfg.eval_every, step) else None
+        if self.due(self.cfg.checkpoint_every, step) or self.extra_checkpoint(step):
+            self.checkpoint(step)
+        return floats
+
+    def record(self, step: int) -> dict[str, float]:
+        device = self.device
+        self.eval_steps.append(step)
+        if self.engine is not None:
+            self.engine.set_step(step, "eval")
+        values = evaluate(self.model, self.task, self.eval_batches, list(self.config.measures))
+        if self.loss_count:
+            values["train_loss"] = self.loss_sum / self.loss_count
+        values["lr"] = torch.tensor(self.optimizer.param_groups[0]["lr"], dtype=torch.float64)
+        names = sorted(values)
+        host = torch.stack([values[n].to(device=device, dtype=torch.float64) for n in names]
+                           + [self.first_nonfinite.to(torch.float64)]).cpu().tolist()
+        floats = dict(zip(names, host))
+        self.writer.add_metrics(step, floats)
+        self.writer.flush_metrics()
+        self.loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        self.loss_count = 0
+        if host[-1] >= 0 and self.cfg.nonfinite_loss == "fail":
+            raise NonFiniteLoss(
+                f"the training loss became non-finite at step {int(host[-1])} "
+                "(set train.nonfinite_loss=continue to keep training through it)"
+            )
+        return floats
+
+    def checkpoint(self, step: int) -> None:
+        self.writer.save_checkpoint(step, self.model.checkpoint_state(), TrainingState(
+            step=step,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            data_generator=self.data_gen.get_state(),
+            torch_rng=torch.get_rng_state() if self.torch_rng is None else self.torch_rng,
+            loss_sum=self.loss_sum,
+            loss_count=self.loss_count,
+            eval_steps=list(self.eval_steps),
+            first_nonfinite_step=self.first_nonfinite,
+            **engine_state(self.engine),
+        ))
+
+    def begin(self, start_step: int) -> int:
+        """Train mode; a new run (or one stopped before its first checkpoint) records step 0.
+        The first step to train."""
+        self.model.train()
+        if start_step < 0:
+            self.record(0)
+            self.checkpoint(0)
+            start_step = 0
+        return start_step + 1
+
+    def check_fired(self) -> None:
+        if self.engine is not None:
+            check_interventions_fired(self.engine, self.cfg.steps, self.eval_steps)
+
+    def close_engine(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+    def finish(self) -> TrainResult:
+        """After training: the task's post-training work, summary.json, status done."""
+        out = self.writer.dir
+        after = task_after_training(self.task, out)
+        summary = summarize(out, self.config, self.run.wall_seconds)
+        summary.update(after)
+        if self.engine is not None:
+            summary["intervention_calls"] = self.engine.call_counts()
+        self.run.finish(summary, steps=self.cfg.steps)
+        return TrainResult(run_dir=out, model=self.model, task=self.task, summary=summary)
+
+
 def train(
     config: RunConfig,
     out: str | Path,
@@ -104,133 +267,28 @@ def train(
     device = resolve_device(config.device)
     if not resume:
         check_new_run_dir(out, overwrite)
-    torch.manual_seed(config.seed)
-    task = make_task(config.task, config.task_config, seed=config.seed, device=device)
-    from icl_lab.models import build_model
-
-    model = build_model(config.model, task.io, seed=config.seed + 1, device=device)
-    engine = InterventionEngine(model, task, config.interventions, load_reference=lambda run, step, device: load_model(run, step, device)[0]) if config.interventions else None
-    cfg = config.train
-    optimizer = make_optimizer(model, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-    data_gen = task.make_generator(config.seed + 2)
-    eval_batches = task.eval_sets()
-    loss_dtype = torch.float64 if cfg.loss_dtype == "float64" else torch.float32
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    loss_count = 0
-    first_nonfinite = torch.full((), -1, device=device, dtype=torch.long)
-    eval_steps: list[int] = []
-    start_step = -1  # the newest checkpoint training continues from; -1: none (start at step 0)
-
-    if resume:
-        run = RunLifecycle.resume(out, verb="resume")
-        try:
-            start_step = resumable_step(Path(out), config)
-            if start_step >= 0:
-                state = load_training_state(out, start_step)  # intact: checked by resumable_step
-                restore_weights(model, out, start_step)
-        except BaseException:
-            run.writer.close()
-            raise
-        if start_step >= 0:
-            optimizer.load_state_dict(state.optimizer)
-            scheduler.load_state_dict(state.scheduler)
-            data_gen.set_state(state.data_generator)
-            torch.set_rng_state(state.torch_rng)
-            loss_sum, loss_count, eval_steps = state.loss_sum.to(device), state.loss_count, list(state.eval_steps)
-            first_nonfinite = state.first_nonfinite_step.to(device)
-            if engine is not None:
-                restore_engine_state(engine, state)
-        run.writer.rewind(start_step)
-    else:
-        run = RunLifecycle.start(out, run_record(config, device), verb="train", overwrite=overwrite)
-    writer = run.writer
-    out = writer.dir
+    run = TrainingRun(config, device)
+    start_step = run.reopen(out) if resume else run.start(out, overwrite)
+    cfg, model, task = config.train, run.model, run.task
     bar = tqdm(total=cfg.steps, initial=max(start_step, 0), disable=not progress, desc=f"{config.task}/{config.preset or 'custom'}", unit="step")
-
-    def record(step: int) -> dict[str, float]:
-        nonlocal loss_sum, loss_count
-        eval_steps.append(step)
-        if engine is not None:
-            engine.set_step(step, "eval")
-        values = evaluate(model, task, eval_batches, list(config.measures))
-        if loss_count:
-            values["train_loss"] = loss_sum / loss_count
-        values["lr"] = torch.tensor(optimizer.param_groups[0]["lr"], dtype=torch.float64)
-        names = sorted(values)
-        host = torch.stack([values[n].to(device=device, dtype=torch.float64) for n in names]
-                           + [first_nonfinite.to(torch.float64)]).cpu().tolist()
-        floats = dict(zip(names, host))
-        writer.add_metrics(step, floats)
-        writer.flush_metrics()
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        loss_count = 0
-        if host[-1] >= 0 and cfg.nonfinite_loss == "fail":
-            raise NonFiniteLoss(
-                f"the training loss became non-finite at step {int(host[-1])} "
-                "(set train.nonfinite_loss=continue to keep training through it)"
-            )
-        return floats
-
-    def checkpoint(step: int) -> None:
-        writer.save_checkpoint(step, model.checkpoint_state(), TrainingState(
-            step=step,
-            optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(),
-            data_generator=data_gen.get_state(),
-            torch_rng=torch.get_rng_state(),
-            loss_sum=loss_sum,
-            loss_count=loss_count,
-            eval_steps=list(eval_steps),
-            first_nonfinite_step=first_nonfinite,
-            **engine_state(engine),
-        ))
-
-    def should(every: int, step: int) -> bool:
-        return step == 0 or step == cfg.steps or (every > 0 and step % every == 0)
-
-    with run:
+    with run.run:
         try:
-            model.train()
-            if start_step < 0:  # a new run, or one killed before its first checkpoint was complete
-                start_step = 0
-                record(0)
-                checkpoint(0)
-            for step in range(start_step + 1, cfg.steps + 1):
-                if engine is not None:
-                    engine.set_step(step - 1, "train")  # the update from step-1 to step
-                batch = task.sample_batch(cfg.batch_size, data_gen)
+            for step in range(run.begin(start_step), cfg.steps + 1):
+                batch = run.sample_batch(step)
                 logits = model.forward_batch(batch)
-                loss = task.loss(logits.to(loss_dtype), batch)
-                optimizer.zero_grad(set_to_none=True)
+                loss = task.loss(logits.to(run.loss_dtype), batch)
+                run.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                loss = loss.detach()
-                first_nonfinite = torch.where((first_nonfinite < 0) & ~torch.isfinite(loss), step, first_nonfinite)
-                loss_sum += loss.to(torch.float64)
-                loss_count += 1
-                if should(cfg.eval_every, step):
-                    last = record(step)
+                run.update(loss, step)
+                last = run.after_update(step)
+                if last is not None:
                     bar.set_postfix({k: f"{last[k]:.3f}" for k in config.track if k in last})
-                if should(cfg.checkpoint_every, step):
-                    checkpoint(step)
                 bar.update(1)
-            if engine is not None:
-                check_interventions_fired(engine, cfg.steps, eval_steps)
+            run.check_fired()
         finally:
             bar.close()
-            if engine is not None:
-                engine.close()
-        after = task_after_training(task, out)
-        summary = summarize(out, config, run.wall_seconds)
-        summary.update(after)
-        if engine is not None:
-            summary["intervention_calls"] = engine.call_counts()
-        run.finish(summary, steps=cfg.steps)
-    return TrainResult(run_dir=out, model=model, task=task, summary=summary)
+            run.close_engine()
+        return run.finish()
 
 
 def engine_state(engine: InterventionEngine | None) -> dict[str, Any]:

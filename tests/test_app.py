@@ -28,7 +28,7 @@ from interventions import Intervention
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "apps" / "explore.py")
-PAGES = ("Runs", "Phase changes", "Ablations", "Attention patterns", "Grokking & RFM")
+PAGES = ("Runs", "Phase changes", "Ablations", "Attention patterns", "Grokking & RFM", "Sweeps", "Clamp conditions")
 GOOD = {"plain-s0", "plain-s1", "clamped-s0", "clamped-s1", "grok", "rfm", "running", "failed"}
 # run name -> (file named in its problem, a word of the reason); each is a copy of a good run
 # with one file damaged (see `damage`)
@@ -288,6 +288,8 @@ def test_a_run_keeps_its_colour_across_panels_and_tasks(store):
     at.radio(key="phase-task").set_value("modular").run()  # grok alone keeps the colour it had beside the others
     (spec,) = specs_of(at)
     assert all(m["grok"] == maps[0]["grok"] for m in colours(spec, "run"))
+    legends = {json.dumps(v["encoding"]["color"]["legend"]) for v in views(spec) if v["encoding"].get("color", {}).get("field") == "run"}
+    assert legends == {json.dumps({"values": ["grok"]})}  # the legend lists only what is drawn
 
 
 def test_transition_rules_take_the_colour_scale_but_stay_out_of_the_legend():
@@ -334,6 +336,9 @@ def test_log_axes_are_real_log_scales_with_decade_ticks(store):
     frames = [convert_arrow_bytes_to_pandas_df(ds.data.data) for ds in at.get("vega_lite_chart")[0].proto.datasets]
     assert all((frame["step"] > 0).all() for frame in frames if "step" in frame)
     assert "at step 0 are left out" in texts(at.caption)
+    at.selectbox(key="family").set_value("induction_score.*").run()  # a family narrows the choices, keeps the chosen
+    options = at.multiselect(key="panel-0").options
+    assert options == ["icl_accuracy", "iwl_accuracy", *(f"induction_score.L{l}H{h}" for l in (0, 1) for h in (0, 1))]
 
 
 def test_metric_names_are_grouped_by_family():
@@ -551,3 +556,147 @@ def test_the_app_listens_on_localhost_unless_told_otherwise(tmp_path):
             pytest.skip("this machine has no address but loopback to check from")
         with pytest.raises(ConnectionRefusedError):  # nothing listens on the outward address
             socket.create_connection((outward, port), timeout=5).close()
+
+
+# -- sweeps and the clamp-condition table ---------------------------------------------------
+SWEEP_AXES = {"condition": ["none", "induction"], "num_classes": ["64", "128"], "seed": ["0", "1", "2"]}
+NOT_DONE = {"condition=none-num_classes=128-seed=2": "pending", "condition=none-num_classes=64-seed=2": "stopped",
+            "condition=induction-num_classes=128-seed=2": "failed"}
+
+
+@pytest.fixture(scope="module")
+def sweeps(store, tmp_path_factory):
+    """A sweep table written the way icl_lab.sweep writes it (member runs: copies of a tiny real
+    run, none for the pending member), a corrupt one, a foreign one, and a clamp-condition table
+    beside its runs (and a corrupt one)."""
+    import itertools
+
+    import numpy as np
+    import polars as pl
+
+    root = tmp_path_factory.mktemp("sweeps")
+    rng = np.random.default_rng(0)
+    rows = []
+    for values in itertools.product(*SWEEP_AXES.values()):
+        axes = dict(zip(SWEEP_AXES, values))
+        name = "-".join(f"{k}={v}" for k, v in axes.items())
+        status = NOT_DONE.get(name, "done")
+        done = status == "done"
+        rows.append({"run": name, **{f"axis.{k}": v for k, v in axes.items()}, "status": status,
+                     "error": "RuntimeError: measure exploded" if status == "failed" else "",
+                     "final.icl_accuracy": float(rng.uniform()) if done else None,
+                     "final.iwl_accuracy": float(rng.uniform()) if done else None,
+                     "final.train_loss": float(rng.uniform(0, 3)) if done else None,
+                     "transition.icl_accuracy": int(rng.integers(10, 100)) if done else None})
+        if status != "pending":
+            shutil.copytree(store / "plain-s0", root / "grid" / "runs" / name, ignore=shutil.ignore_patterns("checkpoints", "ablations"))
+    pl.DataFrame(rows).write_parquet(root / "grid" / "sweep.parquet")
+    (root / "broken").mkdir()
+    (root / "broken" / "sweep.parquet").write_bytes(b"PAR1 torn")
+    (root / "foreign").mkdir()
+    pl.DataFrame({"name": ["x"]}).write_parquet(root / "foreign" / "sweep.parquet")
+    for condition, seed in itertools.product(("none", "induction"), (0, 1)):
+        source = store / (f"plain-s{seed}" if condition == "none" else f"clamped-s{seed}")
+        shutil.copytree(source, root / "clamps" / f"{condition}-seed{seed}", ignore=shutil.ignore_patterns("checkpoints", "ablations"))
+    pl.DataFrame({  # singh.tabulate's columns, induction listed first (the page puts the baseline first)
+        "condition": ["induction", "none"], "baseline": ["none", ""], "seeds": [2, 2],
+        "transition_steps": [[40, 60], [100, -1]], "transition_steps_mean": [50.0, 100.0],
+        "transition_sequences_mean": [400.0, 800.0], "transition_sequences_sd": [113.1, None],
+        "ratio_to_baseline": [0.5, None], "plateau_seeds": [2, 1], "final_icl_accuracy_mean": [0.9, 0.6],
+    }).write_parquet(root / "clamps" / "singh_clamps.parquet")
+    (root / "clamps-torn").mkdir()
+    (root / "clamps-torn" / "singh_clamps.parquet").write_bytes(b"PAR1")
+    return root
+
+
+def heatmap_cells(chart) -> "pd.DataFrame":
+    """x, y, value, seeds, sd of every cell of a sweep heatmap, from the data sent with the chart."""
+    frames = [convert_arrow_bytes_to_pandas_df(ds.data.data) for ds in chart.proto.datasets]
+    return next(frame for frame in frames if {"x", "y", "value", "seeds", "sd"} <= set(frame))
+
+
+def test_the_sweep_heatmap_is_the_mean_over_seeds_of_the_finished_members(sweeps):
+    import polars as pl
+
+    at = app(sweeps, "Sweeps")
+    at.selectbox(key="sweep").set_value("grid").run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="sweep-x").options == list(SWEEP_AXES)  # exactly the swept axes
+    assert at.selectbox(key="sweep-x").value == "condition" and at.selectbox(key="sweep-y").value == "num_classes"
+    assert at.multiselect(key="sweep-metrics").value == ["final.icl_accuracy", "final.iwl_accuracy"]
+    counts = {m.label: int(m.value) for m in at.metric}
+    assert counts == {"done": 9, "failed": 1, "locked": 0, "stopped": 1, "running": 0, "pending": 1}
+    assert "condition=induction-num_classes=128-seed=2 failed: RuntimeError: measure exploded" in texts(at.warning)
+    table = pl.read_parquet(sweeps / "grid" / "sweep.parquet").filter(pl.col("status") == "done")
+    for chart, metric in zip(at.get("vega_lite_chart"), ("final.icl_accuracy", "final.iwl_accuracy")):
+        expected = table.group_by("axis.condition", "axis.num_classes").agg(
+            pl.col(metric).mean().alias("mean"), pl.col(metric).std().alias("sd"), pl.len().alias("seeds"))
+        drawn = heatmap_cells(chart).set_index(["x", "y"])
+        assert len(drawn) == 4 and expected.height == 4
+        for condition, classes, mean, sd, seeds in expected.iter_rows():
+            cell = drawn.loc[(condition, classes)]
+            assert cell["value"] == pytest.approx(mean) and cell["sd"] == pytest.approx(sd) and cell["seeds"] == seeds
+        spec = json.loads(chart.proto.spec)
+        rect, text = spec["layer"]
+        assert text["encoding"]["text"]["format"] == ".3f"  # cell values printed
+        assert {t["field"] for t in rect["encoding"]["tooltip"]} >= {"seeds", "sd"}
+    # another pair of axes: the mean is then over condition and seed
+    at.selectbox(key="sweep-x").set_value("seed").run()
+    at.selectbox(key="sweep-y").set_value("num_classes").run()
+    drawn = heatmap_cells(at.get("vega_lite_chart")[0]).set_index(["x", "y"])
+    expected = table.group_by("axis.seed", "axis.num_classes").agg(pl.col("final.icl_accuracy").mean())
+    assert len(drawn) == 6 and expected.height == 5  # (seed 2, 128 classes): no finished member
+    for seed, classes, mean in expected.iter_rows():
+        assert drawn.loc[(seed, classes)]["value"] == pytest.approx(mean)
+    assert drawn.loc[("2", "128")]["seeds"] == 0
+
+
+def test_a_cell_of_the_sweep_heatmap_puts_its_runs_in_the_comparison(sweeps):
+    at = app(sweeps, "Sweeps")
+    at.selectbox(key="sweep").set_value("grid").run()
+    at.selectbox(key="sweep-cell").set_value("condition=induction, num_classes=128").run()
+    members = [f"condition=induction-num_classes=128-seed={s}" for s in range(3)]
+    assert list(at.dataframe[0].value["run"]) == members
+    at.button(key="sweep-compare").click().run()
+    runs = [f"grid/runs/{m}" for m in members]  # the run directories, as the run scan names them
+    assert at.session_state["compare"] == runs
+    at.sidebar.radio(key="page").set_value("Phase changes").run()
+    assert at.sidebar.multiselect(key="selected").value == runs
+    # clicking a cell of the heatmap: the chart's selection, as the browser sends it
+    at = app(sweeps, "Sweeps")
+    at.selectbox(key="sweep").set_value("grid").run()
+    at.session_state["sweep-heat-final.icl_accuracy"] = {"selection": {"cell": [{"x": "none", "y": "64"}]}}
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="sweep-cell").value == "condition=none, num_classes=64"
+    assert at.session_state["compare"] == [f"grid/runs/condition=none-num_classes=64-seed={s}" for s in range(3)]
+
+
+def test_the_clamp_condition_table_puts_the_baseline_first_with_the_ratio(sweeps):
+    at = app(sweeps, "Clamp conditions")
+    assert at.selectbox(key="clamp-table").value == "clamps" and not at.error
+    frame = at.dataframe[0].value
+    assert list(frame["condition"]) == ["none", "induction"]  # the baseline first
+    assert list(frame["transition (steps)"]) == ["100", "50 ± 14"]  # sd over the seeds that had one: stdev(40, 60)
+    assert list(frame["transition (sequences)"]) == ["800", "400 ± 1.1e+02"]
+    assert frame["ratio to baseline"].isna().tolist() == [True, False] and frame["ratio to baseline"][1] == pytest.approx(0.5)
+    assert list(frame["plateau"]) == ["1/2 seeds", "2/2 seeds"]
+    at.multiselect(key="clamp-pick").set_value(["induction"]).run()
+    at.button(key="clamp-overlay").click().run()
+    assert at.session_state["compare"] == ["clamps/induction-seed0", "clamps/induction-seed1"]
+    at.sidebar.radio(key="page").set_value("Phase changes").run()
+    assert at.sidebar.multiselect(key="selected").value == ["clamps/induction-seed0", "clamps/induction-seed1"]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_draws_beside_a_corrupt_sweep_table(sweeps, page):
+    at = app(sweeps, page)  # the first sweep and experiment offered are the corrupt ones
+    assert at.header[0].value == page and "could not be drawn" not in texts(at.error)
+    if page == "Sweeps":
+        assert at.selectbox(key="sweep").value == "broken"
+        assert "This sweep cannot be shown" in texts(at.error) and "broken/sweep.parquet: not a readable table" in texts(at.error)
+        at.selectbox(key="sweep").set_value("foreign").run()
+        assert "foreign/sweep.parquet: not a sweep table (no column run, status; it has name)" in texts(at.error)
+    if page == "Clamp conditions":
+        at.selectbox(key="clamp-table").set_value("clamps-torn").run()
+        assert "clamps-torn/singh_clamps.parquet: not a readable table" in texts(at.error)

@@ -2,6 +2,8 @@
 Chromium (Debian's `chromium`, installed by .ci/run), every page in turn. The screenshots are
 kept in tests/artifacts/explore-<page>.png."""
 
+import dataclasses
+import html
 import os
 import shutil
 import subprocess
@@ -14,6 +16,7 @@ from test_app import free_port, streamlit_server
 
 from icl_lab import get_preset
 from icl_lab.train import train
+from interventions import Intervention
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -31,13 +34,14 @@ TINY = {"task.num_classes": 64, "task.num_labels": 8, "task.eval_size": 32, "mod
 
 
 def make_store(store: Path) -> None:
-    """Two bursty seeds (one ablated), a modular-arithmetic run and an RFM run: something on every page."""
+    """A bursty run (ablated) and a clamped one, a modular-arithmetic run and an RFM run: something on every page."""
     from icl_lab.ablate import ablation_scan
     from icl_lab.rfm import RFMConfig, run_rfm
 
     config = get_preset("bursty", "small").config.with_overrides(TINY)
-    for seed in (0, 1):
-        train(config.with_overrides({"seed": seed}), store / f"bursty-s{seed}", progress=False)
+    train(config, store / "bursty-s0", progress=False)
+    clamp = Intervention(hook="blocks.1.attn.hook_pattern", heads=(0,), query_positions="query", target="induction")
+    train(dataclasses.replace(config, interventions=(clamp,)), store / "bursty-clamped-s0", progress=False)
     ablation_scan(store / "bursty-s0", kind="zero", over="heads")
     modular = get_preset("modular", "cpu").config.with_overrides({
         "task.p": 11, "model.d_model": 32, "model.d_mlp": 64, "train.steps": 20, "train.eval_every": 2,
@@ -71,12 +75,12 @@ def test_every_page_renders_in_a_real_browser(tmp_path):
         ARTIFACTS.mkdir(exist_ok=True)
         flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1400,1600", "--virtual-time-budget=25000"]
+                 f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1400,3400", "--virtual-time-budget=25000"]
         for page, testid in PAGES.items():
             shot = ARTIFACTS / f"explore-{page.lower().replace(' & ', '-').replace(' ', '-')}.png"
             shot.unlink(missing_ok=True)
             dom = load(flags, f"http://127.0.0.1:{port}/?page={urllib.parse.quote(page)}", shot, testid)
             assert f'data-testid="{testid}"' in dom, (page, dom[-2000:])
             assert "stException" not in dom and "Traceback" not in dom and "could not be drawn" not in dom, page
-            assert "icl-lab explorer" in dom and page in dom
+            assert "icl-lab explorer" in dom and html.escape(page) in dom
             assert shot.exists() and shot.stat().st_size > 20_000, page

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from icl_lab import load_checkpoint, load_run, train
+from icl_lab.config import ConfigError
 from icl_lab.measures import registry
 from icl_lab.models import build_model
 from icl_lab.store import RunError, RunWriter, load_metrics
@@ -132,3 +133,24 @@ def test_summary_records_transitions_and_first_steps(tmp_path, tiny_run_config):
     assert summary["first_steps"] == {"train_accuracy>=1": 200, "test_accuracy>=0.95": 600}
     assert summary["transitions"]["test_accuracy"]["transition_step"] == 600
     assert all("transition_step" in t for t in summary["transitions"].values())
+
+
+def test_denser_checkpoints_in_a_window_and_on_a_log_schedule(tmp_path, tiny_run_config):
+    """Checkpoints where the circuit forms: every evaluation inside the window, and log-spaced
+    steps (3 a decade: 1, 2, 5, 10, 22, 46, ...), on top of the regular cadence."""
+    config = tiny_run_config.with_overrides({
+        "train.steps": 60, "train.eval_every": 4, "train.checkpoint_every": 25,
+        "train.checkpoint_window": [20, 33], "train.checkpoints_per_decade": 3,
+    })
+    train(config, tmp_path / "run", progress=False)
+    regular = {0, 25, 50, 60}
+    window = {20, 24, 28, 32}
+    log_spaced = {round(10 ** (k / 3)) for k in range(7)} - {100}  # 1, 2, 5, 10, 22, 46 (100 > 60)
+    assert load_run(tmp_path / "run").checkpoint_steps == sorted(regular | window | log_spaced)
+
+
+def test_checkpoint_schedule_is_checked(tiny_run_config):
+    with pytest.raises(ConfigError, match="checkpoint_window"):
+        tiny_run_config.with_overrides({"train.checkpoint_window": [30, 20]})
+    with pytest.raises(ConfigError, match="checkpoints_per_decade"):
+        tiny_run_config.with_overrides({"train.checkpoints_per_decade": -1})

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from icl_lab.store.files import atomic_write, atomic_write_json, checkpoint_steps, is_run_dir, load_metrics, metrics_frame, sha256_of
+from icl_lab.store.files import atomic_write, atomic_write_json, checkpoint_steps, is_run_dir, load_metrics, metrics_frame, read_config, sha256_of
 from icl_lab.store.layout import LAYOUT_NAMES, STATES, RunError, RunLocked, paths
 from icl_lab.store.lock import RunLock
 from icl_lab.store.state import TrainingState

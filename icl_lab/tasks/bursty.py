@@ -187,9 +187,9 @@ class BurstyTask:
             N = batch.context_classes.shape[1]
             match = (batch.context_classes == batch.query_class[:, None]).float()  # [b, N]
             count = match.sum(dim=1, keepdim=True)
-            pattern = torch.zeros(b, T, T, device=device)
+            pattern = match.new_zeros(b, T, T)  # new_*: batched under torch.func.vmap (train_group)
             pattern[:, T - 1, 1 : 2 * N : 2] = match / count.clamp(min=1)
-            defined = torch.zeros(b, T, dtype=torch.bool, device=device)
+            defined = match.new_zeros(b, T, dtype=torch.bool)
             defined[:, T - 1] = count[:, 0] > 0
             return pattern, defined
         raise ValueError(f"unknown ideal pattern {kind!r}; valid: previous_token, induction")
