@@ -58,7 +58,8 @@ def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, doma
     y = "value" if by == "run" else "mean"
     high = float(curves["step"].max()) if curves.height else 10.0
     x = _x(axis, log_x, high)
-    drawn = [name for name in domain if name in set(curves[by].to_list())] if curves.height else list(domain)
+    present = set(curves[by].unique().to_list()) if curves.height else set(domain)  # once: 1000 runs made this quadratic
+    drawn = [name for name in domain if name in present]
     colour = alt.Color(f"{by}:N", scale=colour_scale(domain), title=by, legend=alt.Legend(values=drawn))
     hover = alt.selection_point(name="hover", fields=["step"], nearest=True, on="pointerover", clear="pointerout", empty=False)
     charts = []
@@ -95,12 +96,15 @@ def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, doma
 def heatmap(values: np.ndarray, x_labels, y_labels, title: str, *, x_title: str, y_title: str,
             diverging: bool = False, domain: list[float] | None = None, scheme: str = "blues",
             text: bool = False, highlight_row: int | None = None, mask_diagonal: bool = False,
-            details: dict[str, np.ndarray] | None = None, select: str | None = None) -> alt.LayerChart:
+            details: dict[str, np.ndarray] | None = None, select: str | None = None,
+            link: tuple[str, str] | None = None) -> alt.LayerChart:
     """A labelled heatmap. diverging: a red-blue scale whose middle (white) is 0, symmetric about
     it. text: the value printed in each cell. highlight_row: that row outlined (the query).
     mask_diagonal: diagonal cells left grey (their value stays in the tooltip). details: more
     per-cell values (same shape as `values`) shown in the tooltip. select: the name of a point
-    selection of one cell (fields x, y), for `st.altair_chart(on_select=...)`."""
+    selection of one cell (fields x, y), for `st.altair_chart(on_select=...)`. link: (row word,
+    column word), e.g. ("query", "key"): the tooltip says "query <row> → key <column>: value" and
+    hovering a cell highlights its row and its column (destination and source, as in CircuitsVis)."""
     x_labels, y_labels = [str(v) for v in x_labels], [str(v) for v in y_labels]
     n_rows, n_cols = values.shape
     frame = pd.DataFrame({
@@ -109,6 +113,8 @@ def heatmap(values: np.ndarray, x_labels, y_labels, title: str, *, x_title: str,
     })
     for name, column in (details or {}).items():
         frame[name] = np.asarray(column).reshape(-1)
+    if highlight_row is not None:
+        frame["outlined"] = frame["y"] == y_labels[highlight_row]
     if diverging:
         scale = alt.Scale(scheme="redblue", domain=domain or explore.delta_domain(values), domainMid=0)
     else:
@@ -117,20 +123,29 @@ def heatmap(values: np.ndarray, x_labels, y_labels, title: str, *, x_title: str,
     y = alt.Y("y:N", sort=y_labels, title=y_title, axis=alt.Axis(labelOverlap=False, labelLimit=160))
     tooltip = [alt.Tooltip("y:N", title=y_title), alt.Tooltip("x:N", title=x_title), alt.Tooltip("value:Q", format=".4g"),
                *(alt.Tooltip(f"{name}:Q", format=".4g") for name in details or {})]
+    if link:
+        row_word, column_word = link
+        frame["link"] = [f"{row_word} {y} → {column_word} {x}: {v:.3f}" for x, y, v in zip(frame["x"], frame["y"], frame["value"])]
+        tooltip.insert(0, alt.Tooltip("link:N", title=f"{row_word} → {column_word}"))
     base = alt.Chart(frame, title=title).encode(x=x, y=y)
     fill = alt.Color("value:Q", scale=scale, title="value")
     if mask_diagonal:
         fill = alt.condition("datum.diagonal", alt.value("#d0d0d0"), fill)
-    layers = [base.mark_rect().encode(color=fill, tooltip=tooltip)]
+    cells = base.mark_rect().encode(color=fill, tooltip=tooltip)
     if select:
         cell = alt.selection_point(name=select, fields=["x", "y"], on="click", empty=False)
-        layers[0] = layers[0].add_params(cell).encode(strokeWidth=alt.condition(cell, alt.value(3), alt.value(0)), stroke=alt.value("black"))
+        cells = cells.add_params(cell).encode(strokeWidth=alt.condition(cell, alt.value(3), alt.value(0)), stroke=alt.value("black"))
+    elif highlight_row is not None:  # drawn by the cells themselves: a layer above them would take the hover
+        cells = cells.encode(stroke=alt.value("#e4572e"), strokeWidth=alt.condition("datum.outlined", alt.value(2), alt.value(0)))
+    if link:
+        hovered_row = alt.selection_point(name="hover_row", fields=["y"], on="pointerover", clear="pointerout")
+        hovered_column = alt.selection_point(name="hover_column", fields=["x"], on="pointerover", clear="pointerout")
+        cells = cells.add_params(hovered_row, hovered_column).encode(
+            opacity=alt.condition(hovered_row | hovered_column, alt.value(1.0), alt.value(0.3)))
+    layers = [cells]
     if text:
         reach = max(abs(v) for v in (domain or explore.delta_domain(values)))
         layers.append(base.mark_text(fontSize=11).transform_filter("isValid(datum.value) && isFinite(datum.value)").encode(
             text=alt.Text("value:Q", format=".3f"),
             color=alt.condition(f"abs(datum.value) > {0.6 * reach}", alt.value("white"), alt.value("black"))))
-    if highlight_row is not None:
-        row = frame[frame["y"] == y_labels[highlight_row]]
-        layers.append(alt.Chart(row).mark_rect(fillOpacity=0, stroke="#e4572e", strokeWidth=2).encode(x=x, y=y))
     return alt.layer(*layers)

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # apps/charts.py, howe
 import charts  # noqa: E402
 
 from icl_lab import explore
+from icl_lab import explore_tables as tables
 from icl_lab.config import ConfigError
 from icl_lab.store import RunError
 from icl_lab.sweep import MEMBER_STATES
@@ -27,6 +28,8 @@ from icl_lab.sweep import MEMBER_STATES
 ALL_TASKS = "all tasks together (mixes steps and RFM iterations)"
 PAGES = ("Runs", "Phase changes", "Ablations", "Attention patterns", "Grokking & RFM", "Sweeps", "Clamp conditions")
 NO_Y_AXIS = "(none: one row)"
+BESIDE = ("nothing", "a second checkpoint", "a second run (e.g. plain beside clamped)")
+HEAD_CURVE_WIDTH = 200  # beside a heatmap in a half-width column, its legend still in view
 RESCAN_SECONDS = 10  # new run directories appear within this long (the rescan button: at once)
 
 st.set_page_config(page_title="icl-lab explorer", layout="wide")
@@ -45,7 +48,7 @@ def _find(root: str) -> tuple[list[str], str | None]:
 def _find_tables(root: str) -> tuple[dict[str, list[str]], str | None]:
     """(file name -> folders holding it, None), or ({}, why) when the bounded scan gave up."""
     try:
-        return {name: [str(p) for p in folders] for name, folders in explore.find_tables(root).items()}, None
+        return {name: [str(p) for p in folders] for name, folders in tables.find_tables(root).items()}, None
     except RunError as err:
         return {}, str(err)
 
@@ -231,7 +234,22 @@ def _example_input(info, stamp: tuple[int, ...], key: str, container=st) -> int 
     return int(container.number_input(f"example sequence (evaluation set {name!r}, 0 to {size - 1})", 0, size - 1, 0, key=key))
 
 
-def _show_patterns(info, step: int, example: int, heads: list[tuple[int, int]] | None = None, container=st) -> None:
+def _head_curves(info, curves: pl.DataFrame, layer: int, head: int, step: int, domain: list[str], container) -> None:
+    """The head's induction and previous-token scores over training, a rule at the checkpoint shown."""
+    names = explore.head_scores(layer, head)
+    mine = curves.filter((pl.col("run") == info.name) & pl.col("metric").is_in(names))
+    drawn = [m for m in names if m in set(mine["metric"].to_list())]
+    if not drawn:
+        container.caption(f"No {' or '.join(names)} in {info.name}'s metrics.")
+        return
+    shown = pl.DataFrame({"step": [step], "label": [f"step {step}"]})
+    chart = charts.curve_panels(mine, [drawn], by="run", domain=domain, axis=info.axis, marks=shown, width=HEAD_CURVE_WIDTH)
+    container.altair_chart(chart, width="content")
+
+
+def _show_patterns(info, step: int, example: int, heads: list[tuple[int, int]] | None = None, container=st,
+                   curves: pl.DataFrame | None = None, domain: list[str] | None = None) -> None:
+    """Each head's pattern (or those in `heads`), its scores over training beneath it when `curves` holds them."""
     try:
         patterns, labels = explore.attention_patterns(info, step, example)
     except ConfigError as err:  # RunError included: a corrupt config or checkpoint of this run
@@ -243,8 +261,10 @@ def _show_patterns(info, step: int, example: int, heads: list[tuple[int, int]] |
         cols = container.columns(len(shown)) if len(shown) > 1 else [container]
         for col, h in zip(cols, shown):
             chart = charts.heatmap(pattern[h], labels, labels, f"L{layer}H{h} at step {step}, example {example}",
-                                   x_title="key (attended to)", y_title="query position", highlight_row=query)
+                                   x_title="key (attended to)", y_title="query position", highlight_row=query, link=("query", "key"))
             col.altair_chart(chart.properties(height=alt.Step(charts.CELL_PX), width=alt.Step(charts.CELL_PX)), width="content")
+            if curves is not None:
+                _head_curves(info, curves, layer, h, step, domain or [info.name], col)
 
 
 def page_ablations(infos, stamp: tuple[int, ...]) -> None:
@@ -298,7 +318,36 @@ def page_ablations(infos, stamp: tuple[int, ...]) -> None:
             _show_patterns(info, step, example, heads=[(layer, head)])
 
 
-def page_attention(infos, stamp: tuple[int, ...]) -> None:
+def _same_examples(info, other, stamp: tuple[int, ...]) -> bool:
+    """Whether two runs have the same task and evaluation sets, so one example index means the same in both."""
+    try:
+        return other.task == info.task and _eval_set_sizes(str(other.path), stamp) == _eval_set_sizes(str(info.path), stamp)
+    except ConfigError:
+        return False
+
+
+def _beside(info, step: int, steps: list[int], infos, stamp: tuple[int, ...]) -> list[tuple]:
+    """(run, step) of each pattern to draw: the one chosen, and a second checkpoint or a second run beside it."""
+    mode = st.radio("beside it", BESIDE, horizontal=True, key="att-beside")
+    if mode == BESIDE[1]:
+        return [(info, step), (info, _step_slider("second checkpoint step", steps, "att-step2", steps[0]))]
+    if mode == BESIDE[2]:
+        # the same seed with other interventions first: plain beside clamped
+        ranked = sorted(infos, key=lambda i: (i.seed != info.seed, i.interventions == info.interventions))
+        fits = lambda i: i.name != info.name and explore.checkpoints(i) and _same_examples(info, i, stamp)  # noqa: E731
+        c1, c2 = st.columns(2)
+        with c1:
+            twin = _one_run(ranked, "second run (same task and evaluation sets)", "att-run2", fits)
+        if twin is None:
+            st.info(f"No other run of task {info.task} with checkpoints and the same evaluation sets as {info.name}.")
+            return [(info, step)]
+        twin_steps = explore.checkpoints(twin)
+        other = _step_slider(f"{twin.name}'s checkpoint step", twin_steps, "att-step-run2", step if step in twin_steps else twin_steps[-1], c2)
+        return [(info, step), (twin, other)]
+    return [(info, step)]
+
+
+def page_attention(infos, root: str, stamp: tuple[int, ...]) -> None:
     st.header("Attention patterns")
     info = _one_run(infos, "run", "att-run", lambda i: i.task not in ("rfm", "digits", "?") and explore.checkpoints(i))
     if info is None:
@@ -310,15 +359,19 @@ def page_attention(infos, stamp: tuple[int, ...]) -> None:
     example = _example_input(info, stamp, "att-example", c2)
     if example is None:
         return
-    if st.checkbox("compare with a second checkpoint, side by side", key="att-compare"):
-        other = _step_slider("second checkpoint step", steps, "att-step2", steps[0])
-        left, right = st.columns(2)
-        for col, s in ((left, step), (right, other)):
-            _show_patterns(info, s, example, container=col)
-    else:
-        _show_patterns(info, step, example)
+    sides = _beside(info, step, steps, infos, stamp)
+    runs = list({run.name: run for run, _ in sides}.values())
+    curves = _curves(runs, root, tuple(r.name for r in runs), stamp)
+    domain = [r.name for r in runs]
+    columns = st.columns(len(sides)) if len(sides) > 1 else [st]
+    for col, (run, at_step) in zip(columns, sides):
+        if len(sides) > 1:
+            col.markdown(f"**{run.name}** at step {at_step}")
+        _show_patterns(run, at_step, example, container=col, curves=curves, domain=domain)
     st.caption("Rows: query positions; columns: key positions, each named by its role in the task "
-               "(x: item and its class c, ℓ: its label, query); the query row is outlined.")
+               "(x: item and its class c, ℓ: its label, query); the query row is outlined. Hover a cell: its "
+               "query row and key column stand out. Beneath each head: its induction and previous-token "
+               "scores over training, the dotted rule at the checkpoint shown.")
 
 
 def _curves_of(info, root: str, stamp: tuple[int, ...], panels: list[list[str]], *, log_y: bool = False, marks=None,
@@ -413,14 +466,14 @@ def _pick_table(root: str, file: str, label: str, key: str, read, hint: str) -> 
 
 
 def _phase_diagrams(table: pl.DataFrame, metrics: list[str], axes: list[str], x_axis: str, y_axis: str | None):
-    """One heatmap per metric, side by side, two to a row: (the cells, as explore.phase_diagram
+    """One heatmap per metric, side by side, two to a row: (the cells, as tables.phase_diagram
     gives them, and the (x, y) of each cell clicked in any of them); (None, []) for no metric."""
     rest = [a for a in axes if a not in (x_axis, y_axis)]
-    ys, xs = explore.axis_values(table, y_axis) if y_axis else ["all"], explore.axis_values(table, x_axis)
+    ys, xs = tables.axis_values(table, y_axis) if y_axis else ["all"], tables.axis_values(table, x_axis)
     cells, clicked = None, []
     columns = st.columns(2) if len(metrics) > 1 else [st]
     for i, metric in enumerate(metrics):
-        cells = explore.phase_diagram(table, metric, x_axis, y_axis)
+        cells = tables.phase_diagram(table, metric, x_axis, y_axis)
         grid = lambda column: cells[column].cast(pl.Float64).to_numpy().reshape(len(ys), len(xs))  # noqa: E731
         chart = charts.heatmap(grid("mean"), xs, ys, f"{metric.removeprefix('final.')}, mean over {', '.join(rest) or 'nothing'}",
                                x_title=x_axis, y_title=y_axis or "", scheme="blues", domain=[0.0, 1.0] if metric.endswith("accuracy") else None,
@@ -433,7 +486,7 @@ def _phase_diagrams(table: pl.DataFrame, metrics: list[str], axes: list[str], x_
 
 def page_sweeps(infos, root: str) -> None:
     st.header("Sweeps")
-    picked = _pick_table(root, explore.SWEEP_TABLE, "sweep", "sweep", explore.read_sweep_table,
+    picked = _pick_table(root, tables.SWEEP_TABLE, "sweep", "sweep", tables.read_sweep_table,
                          f"Run one with `icl-lab sweep SPEC.toml --out {root}/NAME`.")
     if picked is None:
         return
@@ -441,9 +494,9 @@ def page_sweeps(infos, root: str) -> None:
     counts = dict(table.group_by("status").len().iter_rows())
     for col, state in zip(st.columns(len(MEMBER_STATES)), MEMBER_STATES):
         col.metric(state, counts.get(state, 0))
-    for run, error in explore.failed_members(table):
+    for run, error in tables.failed_members(table):
         st.warning(f"{run} failed: {error}")
-    axes, metrics = explore.sweep_axes(table), explore.sweep_metrics(table)
+    axes, metrics = tables.sweep_axes(table), tables.sweep_metrics(table)
     if not axes or not metrics:
         st.info("Nothing to draw yet: " + ("the sweep has no axes." if not axes else "no member has finished (no final.* column)."))
         return
@@ -474,7 +527,7 @@ def page_sweeps(infos, root: str) -> None:
     cell = cells.row(labels.index(st.selectbox("cell", labels, key="sweep-cell")), named=True)
     members = table.filter(pl.col("run").is_in(cell["runs"] or []))
     run_names = {i.name for i in infos}
-    dirs = [str(d.relative_to(root)) for d in explore.sweep_member_dirs(folder, members["run"].to_list())]
+    dirs = [str(d.relative_to(root)) for d in tables.sweep_member_dirs(folder, members["run"].to_list())]
     members = members.with_columns(pl.Series("run directory", dirs))
     st.dataframe(members.select("run", "status", *shown, "run directory").to_pandas(), hide_index=True, key="sweep-members")
     found = [d for d in dirs if d in run_names]
@@ -486,9 +539,9 @@ def page_sweeps(infos, root: str) -> None:
 def page_clamps(infos, root: str) -> None:
     st.header("Clamp conditions")
     hint = f"Make one with `icl-lab experiment singh-clamps --out {root}/NAME`."
-    if (found := _pick_table(root, explore.CLAMP_TABLE, "experiment", "clamp-table", explore.read_clamp_table, hint)) is None:
+    if (found := _pick_table(root, tables.CLAMP_TABLE, "experiment", "clamp-table", tables.read_clamp_table, hint)) is None:
         return
-    folder, table = found[0], explore.clamp_summary(found[1])
+    folder, table = found[0], tables.clamp_summary(found[1])
     st.dataframe(table.to_pandas(), hide_index=True, key="clamp-conditions",
                  column_config={"ratio to baseline": st.column_config.NumberColumn(format="%.2f")})
     st.caption("Transition: mean ± sd over the seeds where one was found. Ratio: this condition's mean "
@@ -497,7 +550,7 @@ def page_clamps(infos, root: str) -> None:
     conditions = table["condition"].to_list()
     picked = st.multiselect("conditions to overlay on Phase changes", conditions, key="clamp-pick")
     run_dirs = [i.path for i in infos]
-    runs = [str(d.relative_to(root)) for c in picked for d in explore.condition_runs(folder, c, run_dirs)]
+    runs = [str(d.relative_to(root)) for c in picked for d in tables.condition_runs(folder, c, run_dirs)]
     if st.button(f"overlay these {len(runs)} runs on Phase changes", key="clamp-overlay", disabled=not runs):
         _compare(runs, ", ".join(picked))
         st.caption("Tick “mean ± sd over seeds” there to draw one band per condition.")
@@ -533,7 +586,7 @@ def main() -> None:
         elif page == "Ablations":
             page_ablations(infos, stamp)
         elif page == "Attention patterns":
-            page_attention(infos, stamp)
+            page_attention(infos, root, stamp)
         elif page == "Grokking & RFM":
             page_grokking(infos, root, stamp)
         elif page == "Sweeps":

@@ -202,7 +202,7 @@ def test_a_truncated_checkpoint_gives_a_message_on_the_attention_and_ablation_pa
     assert not at.exception and not charts(at)
     assert "step_12.safetensors: not a readable safetensors file" in texts(at.error)
     at.selectbox(key="att-run").set_value("plain-s0").run()  # the next run draws again
-    assert not at.exception and not at.error and len(charts(at)) == 4
+    assert not at.exception and not at.error and len(charts(at)) == 8  # four patterns, each head's scores beneath
     at = app(store, "Ablations")
     at.selectbox(key="abl-run").set_value("checkpoint-truncated").run()
     assert not at.exception and len(charts(at)) == 1  # the table's heatmap; the head's pattern is a message
@@ -370,7 +370,9 @@ def test_attention_page_draws_every_head(store):
     at.select_slider(key="att-step").set_value(6).run()
     assert not at.exception and not at.error
     specs = charts(at)
-    assert len(specs) == 4 and all(f"L{l}H{h}" in "".join(specs) for l in (0, 1) for h in (0, 1))
+    patterns = [s for s in specs if "at step 6" in s]
+    assert len(specs) == 8 and len(patterns) == 4  # each head's pattern, its scores over training beneath it
+    assert all(f"L{l}H{h} at step 6" in "".join(patterns) for l in (0, 1) for h in (0, 1))
     axis = json.loads(specs[0])["layer"][0]["encoding"]["x"]["sort"]  # key positions, labelled with roles
     assert axis[0].startswith("x1 c") and axis[1].startswith("ℓ1=") and axis[-1].startswith("query c")
 
@@ -426,13 +428,15 @@ def test_attention_rows_are_labelled_and_the_example_index_is_bounded(store):
     box = at.number_input(key="att-example")
     assert (box.min, box.max) == (0, TINY_BURSTY["task.eval_size"] - 1)  # the widget cannot go past the set
     spec = json.loads(charts(at)[0])
-    rect, outline = spec["layer"]
+    (rect,) = spec["layer"]
     rows = rect["encoding"]["y"]["sort"]
     assert len(rows) == 17 and rect["encoding"]["y"]["axis"]["labelOverlap"] is False  # no label dropped
     assert rect["encoding"]["x"]["axis"]["labelOverlap"] is False
     assert rows[-1].startswith("query") and rect["encoding"]["y"]["title"] == "query position"
-    outlined = convert_arrow_bytes_to_pandas_df(at.get("vega_lite_chart")[0].proto.datasets[-1].data.data)
+    cells = convert_arrow_bytes_to_pandas_df(at.get("vega_lite_chart")[0].proto.datasets[0].data.data)
+    outlined = cells[cells["outlined"]]
     assert set(outlined["y"]) == {rows[-1]} and len(outlined) == 17  # the query row, outlined
+    assert rect["encoding"]["strokeWidth"]["condition"]["test"] == "datum.outlined"
     # a stale index from a bigger set (grok's 121-sequence grid) is clamped when the run changes
     at.selectbox(key="att-run").set_value("grok").run()
     at.number_input(key="att-example").set_value(100).run()
@@ -440,10 +444,104 @@ def test_attention_rows_are_labelled_and_the_example_index_is_bounded(store):
     at.selectbox(key="att-run").set_value("plain-s0").run()
     assert not at.exception and not at.error
     assert at.number_input(key="att-example").value == 31 and "example 31" in charts(at)[0]
-    at.checkbox(key="att-compare").check().run()  # two checkpoints side by side
+    assert at.select_slider(key="att-step").value == 10  # grok's last step, kept: plain-s0 has a checkpoint there too
+    at.select_slider(key="att-step").set_value(12).run()
+    at.radio(key="att-beside").set_value("a second checkpoint").run()  # two checkpoints side by side
     at.select_slider(key="att-step2").set_value(6).run()
     specs = charts(at)
-    assert len(specs) == 8 and sum("at step 6" in s for s in specs) == 4 and sum("at step 12" in s for s in specs) == 4
+    assert len(specs) == 16 and sum("at step 6" in s for s in specs) == 4 and sum("at step 12" in s for s in specs) == 4
+
+
+def chart_frames(chart) -> list:
+    """The data frames Streamlit sends with a chart."""
+    return [convert_arrow_bytes_to_pandas_df(ds.data.data) for ds in chart.proto.datasets]
+
+
+def score_charts(at, name: str) -> list:
+    """The charts of head `name`'s (e.g. "L1H0") scores over training, in page order."""
+    title = f"induction_score.{name} · previous_token_score.{name}"
+    return [c for c in at.get("vega_lite_chart") if f'"title": "{title}"' in json.dumps(json.loads(c.proto.spec), ensure_ascii=False)]
+
+
+def head_curves(at, name: str):
+    """(step, metric, value, run) drawn in the score chart of head `name` (e.g. "L1H0"), and its rules' steps."""
+    chart = score_charts(at, name)[0]
+    frames = chart_frames(chart)
+    lines = next(f for f in frames if {"step", "metric", "value", "run"} <= set(f))
+    rules = [f for f in frames if "label" in f]
+    return lines, sorted({int(s) for f in rules for s in f["step"]})
+
+
+def test_each_heads_scores_over_training_are_drawn_beside_its_pattern(store):
+    import polars as pl
+
+    at = app(store, "Attention patterns")
+    at.selectbox(key="att-run").set_value("plain-s0").run()
+    at.select_slider(key="att-step").set_value(6).run()
+    assert not at.exception and not at.error
+    stored = pl.read_parquet(paths(store / "plain-s0").metrics)
+    for layer, head in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        names = [f"induction_score.L{layer}H{head}", f"previous_token_score.L{layer}H{head}"]
+        expected = stored.filter(pl.col("metric").is_in(names)).sort("metric", "step")
+        assert expected.height == 2 * (TINY_BURSTY["train.steps"] // TINY_BURSTY["train.eval_every"] + 1)  # every eval step
+        lines, rules = head_curves(at, f"L{layer}H{head}")
+        drawn = lines.sort_values(["metric", "step"])
+        assert list(drawn["metric"]) == expected["metric"].to_list() and list(drawn["step"]) == expected["step"].to_list()
+        assert list(drawn["value"]) == pytest.approx(expected["value"].to_list())
+        assert set(drawn["run"]) == {"plain-s0"} and rules == [6]  # the rule at the checkpoint shown
+    # a run without these measures says so instead of drawing an empty chart
+    at.selectbox(key="att-run").set_value("grok").run()
+    assert not at.exception and not at.error
+    assert "No induction_score.L0H0 or previous_token_score.L0H0 in grok's metrics." in texts(at.caption)
+
+
+def test_two_runs_side_by_side_plain_beside_clamped(store):
+    at = app(store, "Attention patterns")
+    at.selectbox(key="att-run").set_value("plain-s0").run()
+    at.select_slider(key="att-step").set_value(6).run()
+    at.radio(key="att-beside").set_value("a second run (e.g. plain beside clamped)").run()
+    assert not at.exception and not at.error
+    second = at.selectbox(key="att-run2")
+    assert second.value == "clamped-s0"  # the same seed, with the clamp
+    # only runs whose evaluation sets an example index means the same in: the bursty runs that load
+    assert "plain-s0" not in second.options and not {"grok", "rfm", "config-list", "config-garbage"} & set(second.options)
+    assert {"plain-s1", "clamped-s1"} <= set(second.options)
+    slider = at.select_slider(key="att-step-run2")
+    assert list(slider.options) == [str(s) for s in checkpoint_steps(store / "clamped-s0")] and slider.value == 6
+    specs = charts(at)
+    assert len(specs) == 16 and sum("L1H0 at step 6" in s for s in specs) == 2
+    assert [m.value for m in at.markdown if m.value.startswith("**")] == ["**plain-s0** at step 6", "**clamped-s0** at step 6"]
+    lines, _ = head_curves(at, "L1H0")
+    assert set(lines["run"]) == {"plain-s0"}  # the left column's chart first
+    right = score_charts(at, "L1H0")[1]
+    assert {r for f in chart_frames(right) if "run" in f for r in f["run"]} == {"clamped-s0"}
+    # the clamp writes the induction target into L1H0's query row: the two runs' patterns differ there
+    patterns = [c for c in at.get("vega_lite_chart") if "L1H0 at step 6" in c.proto.spec]
+    plain, clamped = (chart_frames(c)[0] for c in patterns)
+    assert not (plain["value"].round(6) == clamped["value"].round(6)).all()
+    at.select_slider(key="att-step-run2").set_value(12).run()
+    assert "**clamped-s0** at step 12" in [m.value for m in at.markdown]
+
+
+def test_hovering_a_pattern_cell_names_its_query_and_key_roles(store):
+    at = app(store, "Attention patterns")
+    at.selectbox(key="att-run").set_value("plain-s0").run()
+    at.select_slider(key="att-step").set_value(12).run()
+    chart = at.get("vega_lite_chart")[0]
+    spec = json.loads(chart.proto.spec)
+    (rect,) = spec["layer"]
+    tooltip = rect["encoding"]["tooltip"]
+    assert tooltip[0]["field"] == "link" and tooltip[0]["title"] == "query → key"
+    cells = chart_frames(chart)[0]
+    labels = rect["encoding"]["y"]["sort"]
+    patterns, _ = explore.attention_patterns(explore.read_run(store / "plain-s0", store), 12, 0)
+    query, first = cells[(cells["y"] == labels[-1]) & (cells["x"] == labels[0])].iloc[0], patterns[0][0][-1, 0]
+    assert query["link"] == f"query {labels[-1]} → key {labels[0]}: {first:.3f}" and labels[0].startswith("x1 c")
+    # hovering a cell: its query row and its key column stay opaque, the rest fade
+    params = {p["name"]: p["select"] for p in spec.get("params", []) + rect.get("params", [])}
+    assert params["hover_row"]["fields"] == ["y"] and params["hover_column"]["fields"] == ["x"]
+    assert params["hover_row"]["on"] == "pointerover"
+    assert rect["encoding"]["opacity"]["condition"]["test"] == {"or": [{"param": "hover_row"}, {"param": "hover_column"}]}
 
 
 def test_grokking_panel_after_nanda(store, tmp_path):
@@ -566,15 +664,21 @@ NOT_DONE = {"condition=none-num_classes=128-seed=2": "pending", "condition=none-
 
 @pytest.fixture(scope="module")
 def sweeps(store, tmp_path_factory):
-    """A sweep table written the way icl_lab.sweep writes it (member runs: copies of a tiny real
-    run, none for the pending member), a corrupt one, a foreign one, and a clamp-condition table
-    beside its runs (and a corrupt one)."""
+    root = tmp_path_factory.mktemp("sweeps")
+    write_tables(root, [store / "plain-s0", store / "plain-s1"], [store / "clamped-s0", store / "clamped-s1"])
+    return root
+
+
+def write_tables(root: Path, plain: list[Path], clamped: list[Path], damaged: bool = True) -> None:
+    """A sweep table written the way icl_lab.sweep writes it (member runs: copies of plain[0], a
+    tiny real run; none for the pending member) and a clamp-condition table beside its runs
+    (seed s: copies of plain[s] and clamped[s]); damaged: a corrupt and a foreign sweep table and a
+    corrupt condition table too."""
     import itertools
 
     import numpy as np
     import polars as pl
 
-    root = tmp_path_factory.mktemp("sweeps")
     rng = np.random.default_rng(0)
     rows = []
     for values in itertools.product(*SWEEP_AXES.values()):
@@ -589,14 +693,10 @@ def sweeps(store, tmp_path_factory):
                      "final.train_loss": float(rng.uniform(0, 3)) if done else None,
                      "transition.icl_accuracy": int(rng.integers(10, 100)) if done else None})
         if status != "pending":
-            shutil.copytree(store / "plain-s0", root / "grid" / "runs" / name, ignore=shutil.ignore_patterns("checkpoints", "ablations"))
+            shutil.copytree(plain[0], root / "grid" / "runs" / name, ignore=shutil.ignore_patterns("checkpoints", "ablations"))
     pl.DataFrame(rows).write_parquet(root / "grid" / "sweep.parquet")
-    (root / "broken").mkdir()
-    (root / "broken" / "sweep.parquet").write_bytes(b"PAR1 torn")
-    (root / "foreign").mkdir()
-    pl.DataFrame({"name": ["x"]}).write_parquet(root / "foreign" / "sweep.parquet")
-    for condition, seed in itertools.product(("none", "induction"), (0, 1)):
-        source = store / (f"plain-s{seed}" if condition == "none" else f"clamped-s{seed}")
+    for condition, seed in itertools.product(("none", "induction"), range(len(plain))):
+        source = plain[seed] if condition == "none" else clamped[seed]
         shutil.copytree(source, root / "clamps" / f"{condition}-seed{seed}", ignore=shutil.ignore_patterns("checkpoints", "ablations"))
     pl.DataFrame({  # singh.tabulate's columns, induction listed first (the page puts the baseline first)
         "condition": ["induction", "none"], "baseline": ["none", ""], "seeds": [2, 2],
@@ -604,12 +704,15 @@ def sweeps(store, tmp_path_factory):
         "transition_sequences_mean": [400.0, 800.0], "transition_sequences_sd": [113.1, None],
         "ratio_to_baseline": [0.5, None], "plateau_seeds": [2, 1], "final_icl_accuracy_mean": [0.9, 0.6],
     }).write_parquet(root / "clamps" / "singh_clamps.parquet")
-    (root / "clamps-torn").mkdir()
-    (root / "clamps-torn" / "singh_clamps.parquet").write_bytes(b"PAR1")
-    return root
+    if damaged:
+        for folder, table in (("broken", "sweep.parquet"), ("clamps-torn", "singh_clamps.parquet")):
+            (root / folder).mkdir()
+            (root / folder / table).write_bytes(b"PAR1 torn")
+        (root / "foreign").mkdir()
+        pl.DataFrame({"name": ["x"]}).write_parquet(root / "foreign" / "sweep.parquet")
 
 
-def heatmap_cells(chart) -> "pd.DataFrame":
+def heatmap_cells(chart):
     """x, y, value, seeds, sd of every cell of a sweep heatmap, from the data sent with the chart."""
     frames = [convert_arrow_bytes_to_pandas_df(ds.data.data) for ds in chart.proto.datasets]
     return next(frame for frame in frames if {"x", "y", "value", "seeds", "sd"} <= set(frame))

@@ -2,17 +2,22 @@
 Chromium (Debian's `chromium`, installed by .ci/run), every page in turn. The screenshots are
 kept in tests/artifacts/explore-<page>.png."""
 
+import base64
+import contextlib
 import dataclasses
 import html
+import json
 import os
 import shutil
 import subprocess
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
-from test_app import free_port, streamlit_server
+import websockets.sync.client
+from test_app import free_port, streamlit_server, write_tables
 
 from icl_lab import get_preset
 from icl_lab.train import train
@@ -28,13 +33,15 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromiu
 
 
 PAGES = {"Runs": "stDataFrame", "Phase changes": "stVegaLiteChart", "Ablations": "stVegaLiteChart",
-         "Attention patterns": "stVegaLiteChart", "Grokking & RFM": "stVegaLiteChart"}  # page -> what it must draw
+         "Attention patterns": "stVegaLiteChart", "Grokking & RFM": "stVegaLiteChart", "Sweeps": "stVegaLiteChart",
+         "Clamp conditions": "stDataFrame"}  # page -> what it must draw
 TINY = {"task.num_classes": 64, "task.num_labels": 8, "task.eval_size": 32, "model.d_model": 16,
         "train.steps": 8, "train.eval_every": 2, "train.checkpoint_every": 4, "device": "cpu"}
 
 
 def make_store(store: Path) -> None:
-    """A bursty run (ablated) and a clamped one, a modular-arithmetic run and an RFM run: something on every page."""
+    """A bursty run (ablated) and a clamped one, a modular-arithmetic run, an RFM run, a sweep and a
+    clamp experiment's table: something on every page."""
     from icl_lab.ablate import ablation_scan
     from icl_lab.rfm import RFMConfig, run_rfm
 
@@ -48,23 +55,64 @@ def make_store(store: Path) -> None:
         "train.checkpoint_every": 10, "device": "cpu"})
     train(modular, store / "grok", progress=False)
     run_rfm(RFMConfig(p=11, iters=4, device="cpu"), store / "rfm", progress=False)
+    write_tables(store, [store / "bursty-s0"], [store / "bursty-clamped-s0"], damaged=False)
 
 
-def load(flags: list[str], url: str, shot: Path, testid: str) -> str:
-    """The page's DOM once it has drawn `testid`, and its screenshot. Chromium's virtual time does
-    not wait for the websocket (and the first session imports torch), so load until it has drawn."""
-    dom = ""
-    for _ in range(6):
-        dom = subprocess.run(flags + ["--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-        if f'data-testid="{testid}"' in dom:
-            break
-        time.sleep(3)
-    for _ in range(6):  # a blank page is a few KB, a drawn one tens
-        subprocess.run(flags + [f"--screenshot={shot}", url], capture_output=True, timeout=120)
-        if shot.exists() and shot.stat().st_size > 20_000:
-            break
-        time.sleep(3)
-    return dom
+@contextlib.contextmanager
+def chromium(profile: Path):
+    """Headless Chromium, driven over the DevTools protocol (see `Page`)."""
+    process = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                                "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1400,3400",
+                                "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        active = profile / "DevToolsActivePort"  # Chromium writes its port here once it listens
+        for _ in range(300):
+            if active.exists() and active.read_text().count("\n") >= 1:
+                break
+            time.sleep(0.1)
+        port = active.read_text().split()[0]
+        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10).read())
+        target = next(t for t in targets if t["type"] == "page")
+        with websockets.sync.client.connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as socket:
+            yield Page(socket)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+class Page:
+    """A page is shot only once Streamlit has drawn it (the wanted element present, no skeleton,
+    the DOM unchanged for a while), which the one-shot `--screenshot` flag cannot wait for (its
+    virtual time ignores the websocket)."""
+
+    def __init__(self, socket):
+        self.socket = socket
+        self.calls = 0
+
+    def call(self, method: str, **params) -> dict:
+        self.calls += 1
+        self.socket.send(json.dumps({"id": self.calls, "method": method, "params": params}))
+        while True:  # events arrive in between; the answer carries our id
+            message = json.loads(self.socket.recv(timeout=120))
+            if message.get("id") == self.calls:
+                return message.get("result", {})
+
+    def dom(self) -> str:
+        return self.call("Runtime.evaluate", expression="document.documentElement.outerHTML", returnByValue=True)["result"]["value"]
+
+    def load(self, url: str, shot: Path, testid: str, patience: float = 120.0) -> str:
+        """The page's DOM once it has drawn `testid` and settled; its screenshot in `shot`."""
+        self.call("Page.navigate", url=url)
+        deadline, last, steady = time.monotonic() + patience, "", 0
+        while time.monotonic() < deadline and steady < 4:  # 4 looks, 0.5 s apart, at an unchanged DOM
+            time.sleep(0.5)
+            dom = self.dom()
+            drawn = f'data-testid="{testid}"' in dom and 'data-testid="stSkeleton"' not in dom
+            steady = steady + 1 if drawn and dom == last else 0
+            last = dom
+        shot.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+        return last
 
 
 def test_every_page_renders_in_a_real_browser(tmp_path):
@@ -73,14 +121,12 @@ def test_every_page_renders_in_a_real_browser(tmp_path):
     port = free_port()
     with streamlit_server(port, "--server.address", "127.0.0.1", cwd=tmp_path, runs=store):
         ARTIFACTS.mkdir(exist_ok=True)
-        flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1400,3400", "--virtual-time-budget=25000"]
-        for page, testid in PAGES.items():
-            shot = ARTIFACTS / f"explore-{page.lower().replace(' & ', '-').replace(' ', '-')}.png"
-            shot.unlink(missing_ok=True)
-            dom = load(flags, f"http://127.0.0.1:{port}/?page={urllib.parse.quote(page)}", shot, testid)
-            assert f'data-testid="{testid}"' in dom, (page, dom[-2000:])
-            assert "stException" not in dom and "Traceback" not in dom and "could not be drawn" not in dom, page
-            assert "icl-lab explorer" in dom and html.escape(page) in dom
-            assert shot.exists() and shot.stat().st_size > 20_000, page
+        with chromium(tmp_path / "chrome") as browser:
+            for page, testid in PAGES.items():
+                shot = ARTIFACTS / f"explore-{page.lower().replace(' & ', '-').replace(' ', '-')}.png"
+                shot.unlink(missing_ok=True)
+                dom = browser.load(f"http://127.0.0.1:{port}/?page={urllib.parse.quote(page)}", shot, testid)
+                assert f'data-testid="{testid}"' in dom, (page, dom[-2000:])
+                assert "stException" not in dom and "Traceback" not in dom and "could not be drawn" not in dom, page
+                assert "icl-lab explorer" in dom and html.escape(page) in dom
+                assert 'data-testid="stSkeleton"' not in dom and shot.stat().st_size > 20_000, page

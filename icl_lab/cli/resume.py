@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from icl_lab.checkpoints import run_config_of
-from icl_lab.store import intact_state_steps, read_status
+from icl_lab.store import check_run, intact_state_steps, read_status
 
 
 HELP = "continue a stopped run (killed, failed or interrupted) from its latest checkpoint"
@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
     config = run_config_of(run_dir)  # RunError: not a run, or a corrupt config.json
+    check_run(run_dir)  # every file of the run readable, or one line naming the bad one
     if read_status(run_dir)["state"] == "done":
         print(f"{run_dir} is done; nothing to resume")
         return 0

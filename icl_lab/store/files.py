@@ -4,6 +4,7 @@ corrupt or foreign (`RunError`). Readers never take the run's lock."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -75,8 +76,8 @@ def load_metrics(run_dir: str | Path) -> pl.DataFrame:
     path = paths(run_dir).metrics
     if not path.exists():
         return metrics_frame([])
-    try:
-        frame = pl.read_parquet(path)
+    try:  # one read of the bytes: a writer's rename mid-read cannot mix two versions
+        frame = pl.read_parquet(io.BytesIO(path.read_bytes()))
     except Exception as err:  # polars raises several types for a torn or foreign file
         raise RunError(f"{path}: not a readable metrics table ({type(err).__name__}: {err})") from None
     if dict(frame.schema) != METRICS_SCHEMA:
@@ -229,6 +230,6 @@ def write_ablation_table(run_dir: str | Path, name: str, table: pl.DataFrame) ->
 
 def read_table(path: Path) -> pl.DataFrame:
     try:
-        return pl.read_parquet(path)
+        return pl.read_parquet(io.BytesIO(path.read_bytes()))
     except Exception as err:
         raise RunError(f"{path}: not a readable table ({type(err).__name__}: {err})") from None

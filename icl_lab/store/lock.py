@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from icl_lab.store.files import read_config
+from icl_lab.store.files import load_metrics, read_config, read_status, read_summary
 from icl_lab.store.layout import RunError, RunLocked, paths
 
 
@@ -106,8 +106,9 @@ class RunLock:
 
     @classmethod
     def of_run(cls, run_dir: str | Path, verb: str) -> "RunLock":
-        """The lock of an existing run (checked to be one), for verbs that add to it."""
-        read_config(run_dir)
+        """The lock of an existing run (checked to be one, every file readable), for verbs
+        that add to it."""
+        check_run(run_dir)
         return cls(run_dir, verb)
 
     def __enter__(self) -> "RunLock":
@@ -115,3 +116,16 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def check_run(run_dir: str | Path) -> None:
+    """Refuse, before any work, a run that another live process writes (RunLocked naming it)
+    or whose config, status, summary or metrics cannot be read (RunError naming the file):
+    verbs that add to a run or continue it check it whole first."""
+    read_config(run_dir)
+    holder = RunLock.holder(run_dir)
+    if holder is not None and holder.pid != os.getpid() and holder.alive():
+        raise RunLocked(f"run {run_dir} is being written by {holder.describe()}; try again when it ends")
+    read_status(run_dir)
+    read_summary(run_dir)
+    load_metrics(run_dir)

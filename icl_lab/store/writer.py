@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from icl_lab.store.files import atomic_write, atomic_write_json, checkpoint_steps, is_run_dir, load_metrics, metrics_frame, read_config, sha256_of
+from icl_lab.store.files import atomic_write, atomic_write_json, checkpoint_steps, is_run_dir, load_metrics, metrics_frame, sha256_of
 from icl_lab.store.layout import LAYOUT_NAMES, STATES, RunError, RunLocked, paths
-from icl_lab.store.lock import RunLock
+from icl_lab.store.lock import RunLock, check_run
 from icl_lab.store.state import TrainingState
 
 
@@ -82,7 +82,7 @@ class RunWriter:
     def reopen(cls, run_dir: str | Path, *, verb: str) -> "RunWriter":
         """Lock an existing run to continue writing it (resume, post-hoc measures, ablation
         tables); its metrics are loaded so that flushes keep them."""
-        read_config(run_dir)
+        check_run(run_dir)
         lock = RunLock(run_dir, verb).acquire()
         try:
             rows = [(int(s), str(m), float(v)) for s, m, v in load_metrics(run_dir).iter_rows()]
