@@ -60,7 +60,9 @@ def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, doma
     x = _x(axis, log_x, high)
     present = set(curves[by].unique().to_list()) if curves.height else set(domain)  # once: 1000 runs made this quadratic
     drawn = [name for name in domain if name in present]
-    colour = alt.Color(f"{by}:N", scale=colour_scale(domain), title=by, legend=alt.Legend(values=drawn))
+    # below the panels, in columns: long run names stay readable and the page never scrolls sideways
+    colour = alt.Color(f"{by}:N", scale=colour_scale(domain), title=by,
+                       legend=alt.Legend(values=drawn, orient="bottom", columns=2, labelLimit=420))
     hover = alt.selection_point(name="hover", fields=["step"], nearest=True, on="pointerover", clear="pointerout", empty=False)
     charts = []
     for metrics in panels:
