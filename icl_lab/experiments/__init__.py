@@ -1,9 +1,11 @@
 """Paper reproductions as one-command experiments (`icl-lab experiment NAME`)."""
 
 EXPERIMENTS = {
-    "singh-clamps": "Singh et al. (ICML 2024) clamps on the reference bursty preset: no clamp, "
-    "ideal previous-token head, ideal induction pattern, learned head from an unclamped run; "
-    "ICL transition step per condition over seeds.",
+    "singh-clamps": "Singh et al. (ICML 2024) on their own task (pairs/cpu by default): no clamp, "
+    "one layer-2 head kept, previous-token clamp, perfect previous-token input, matching (ideal "
+    "induction pattern), perfect copying, 10/15 labels, 200 classes; transition in steps and "
+    "sequences per condition, mean ± sd over seeds, ratio to the baseline, plateau "
+    "(--preset bursty/small: the earlier conditions on the bursty task).",
     "anti-grokking": "Prakash & Martin (2025) at CPU length: digits/cpu (MLP, 1,000 training "
     "images, MSE, 8x init) with and without weight decay; phases (memorisation, grokking, "
     "anti-grokking) and the hidden layers' HTSR alpha at each.",
