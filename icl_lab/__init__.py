@@ -6,7 +6,16 @@
     load_run("runs/demo").curve("icl_accuracy")
 """
 
-from icl_lab.config import ConfigError, TrainConfig
+import os
+
+# OpenMP threads that wait for work by spinning (its default) take the cores from every other
+# process: measured with benchmarks/threads.py on 2 cores, a run with 2 threads beside another
+# process fell from 30 to under 1 step/s. Passive waiting keeps that loss small. It takes effect
+# only when set before torch starts OpenMP, so before anything here imports torch; a value the
+# user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from icl_lab.config import ConfigError, TrainConfig  # noqa: E402
 from icl_lab.model_config import MODEL_PRESETS, ModelConfig
 from icl_lab.phases import find_transition
 from icl_lab.presets import PRESETS, get_preset, register_preset

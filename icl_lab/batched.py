@@ -8,7 +8,9 @@ settings (optimizer, lr, weight decay, schedule, grad clipping), task parameters
 shapes, measures and evaluation or checkpoint schedules. Each member is the `TrainingRun` that
 `train` builds for its config (task, initial weights, data stream, optimizer, clamp engine, run
 directory through RunLifecycle), so its config.json, metrics, checkpoints and summary are those
-of a single run, and `icl-lab resume` continues a member alone.
+of a single run (its summary also names the group), and `icl-lab resume` continues a member
+alone. `partition(configs, max_size)` splits a grid into the groups train_group accepts, by the
+same rules (`shared_fields`, `unbatchable`, the task's model inputs).
 
 One step: each member samples its batch. Members whose clamps act alike (none; or the same
 interventions on the same task config) form a lane. For each lane the members' own Parameters
@@ -39,7 +41,8 @@ from icl_lab.config import ConfigError
 from icl_lab.provenance import resolve_device
 from icl_lab.run_config import RunConfig
 from icl_lab.store import check_new_run_dir
-from icl_lab.tasks.base import TaskBatch
+from icl_lab.tasks import make_task
+from icl_lab.tasks.base import ModelIO, TaskBatch
 from icl_lab.train import TrainingRun, TrainResult
 
 # Model fields that change only the initial values, not the shapes.
@@ -99,7 +102,11 @@ def train_group(
             bar.close()
             for member in members:
                 member.close_engine()
-        return [member.finish() for member in members]
+        results = [member.finish() for member in members]
+        for member, result in zip(members, results):  # which runs trained together, still under each run's lock
+            result.summary["group"] = {"size": len(members), "members": [out.name for out in outs]}
+            member.writer.write_summary(result.summary)
+        return results
 
 
 class Lane:
@@ -163,6 +170,57 @@ def make_lanes(members: list[TrainingRun]) -> list[Lane]:
     return [Lane(group) for group in by_key.values()]
 
 
+def shared_fields(config: RunConfig) -> dict[str, object]:
+    """What the members of a group share, by field name: the task, the model's shapes (every
+    model field but INIT_ONLY_MODEL_FIELDS), batch size, steps and device."""
+    fields = {"task": config.task, "device": config.device}
+    fields.update({f"train.{name}": getattr(config.train, name) for name in ("batch_size", "steps")})
+    fields.update({f"model.{f.name}": getattr(config.model, f.name)
+                   for f in dataclasses.fields(config.model) if f.name not in INIT_ONLY_MODEL_FIELDS})
+    return fields
+
+
+def unbatchable(config: RunConfig) -> str | None:
+    """Why `config` cannot be trained in a group (a clamp target in UNBATCHABLE_TARGETS), or None."""
+    for spec in config.interventions:
+        if spec.target in UNBATCHABLE_TARGETS:
+            return (f"intervention {spec.label} has target {spec.target!r}, which train_group cannot batch "
+                    f"({UNBATCHABLE_TARGETS[spec.target]})")
+    return None
+
+
+def group_key(config: RunConfig, io: ModelIO) -> tuple | None:
+    """Configs with equal keys train together (check_group and check_model_inputs accept them);
+    `io` is the model's inputs and outputs under the config's task. None: it trains alone."""
+    if unbatchable(config) is not None:
+        return None
+    return tuple(shared_fields(config).values()), io
+
+
+def partition(configs: Sequence[RunConfig], max_size: int | None = None) -> list[list[int]]:
+    """The indices of `configs` in groups that train_group accepts, in the configs' order, each
+    of at most `max_size` members (None: no limit; a larger set is split into near-equal
+    groups). An unbatchable config is a group of its own: train it with train()."""
+    if max_size is not None and max_size < 1:
+        raise ConfigError(f"a group holds at least one run; got max_size={max_size}")
+    ios: dict[tuple, ModelIO] = {}
+    alone, by_key = [], {}
+    for i, config in enumerate(configs):
+        if unbatchable(config) is not None:
+            alone.append([i])
+            continue
+        shape = (config.task, config.task_config)
+        if shape not in ios:
+            with torch.random.fork_rng():  # building a task draws nothing the caller sees
+                ios[shape] = make_task(config.task, config.task_config, seed=config.seed, device="cpu").io
+        by_key.setdefault(group_key(config, ios[shape]), []).append(i)
+    groups = alone
+    for members in by_key.values():
+        n = -(-len(members) // max_size) if max_size else 1
+        groups += [members[k * len(members) // n:(k + 1) * len(members) // n] for k in range(n)]
+    return sorted(groups)
+
+
 def check_group(configs: list[RunConfig], outs: list[Path]) -> None:
     """Refuse a group whose members cannot share a batched pass, naming the field."""
     if not configs:
@@ -175,26 +233,19 @@ def check_group(configs: list[RunConfig], outs: list[Path]) -> None:
         if resolved in seen:
             raise ConfigError(f"members {seen[resolved]} and {i} both write to {out}; give each member its own run directory")
         seen[resolved] = i
-    first = configs[0]
+    first = shared_fields(configs[0])
     for i, config in enumerate(configs[1:], start=1):
-        fields = [("task", first.task, config.task), ("device", first.device, config.device)]
-        fields += [(f"train.{name}", getattr(first.train, name), getattr(config.train, name)) for name in ("batch_size", "steps")]
-        fields += [(f"model.{f.name}", getattr(first.model, f.name), getattr(config.model, f.name))
-                   for f in dataclasses.fields(first.model) if f.name not in INIT_ONLY_MODEL_FIELDS]
-        for name, ours, theirs in fields:
-            if ours != theirs:
+        for name, theirs in shared_fields(config).items():
+            if first[name] != theirs:
                 raise ConfigError(
-                    f"member {i} has {name}={theirs!r} but member 0 has {name}={ours!r}; members of a group "
+                    f"member {i} has {name}={theirs!r} but member 0 has {name}={first[name]!r}; members of a group "
                     f"share the model's shapes and the step count (they may differ in seed, optimiser settings, "
                     f"interventions, {', '.join(INIT_ONLY_MODEL_FIELDS)} and task parameters that keep the shapes)"
                 )
     for i, config in enumerate(configs):
-        for spec in config.interventions:
-            if spec.target in UNBATCHABLE_TARGETS:
-                raise ConfigError(
-                    f"member {i}: intervention {spec.label} has target {spec.target!r}, which train_group cannot "
-                    f"batch ({UNBATCHABLE_TARGETS[spec.target]}); train that config alone with train()"
-                )
+        reason = unbatchable(config)
+        if reason is not None:
+            raise ConfigError(f"member {i}: {reason}; train that config alone with train()")
 
 
 def check_model_inputs(members: list[TrainingRun]) -> None:

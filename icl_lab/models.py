@@ -14,18 +14,35 @@ pre-activations, not class logits).
 
 Configuration and presets: `icl_lab.model_config` (`ModelConfig`, `MODEL_PRESETS`, re-exported
 here).
+
+Speed (benchmarks/train_throughput.py): TL4's bridge repeats two lookups on every component
+call whose answer never changes for our models (the signature of each block's wrapped forward;
+whether a wrapped module carries an Accelerate offload hook): `_BlockKwargFilter` and
+`_align_module_device` answer them from a memo / a dict check. TL's native attention masks the
+softmaxed pattern a second time, an identity without an attention mask:
+`_attention_without_remask` skips it. Every hook point still fires, and logits and gradients
+are bitwise those of TL's own code (tests/test_hooks_fire.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import inspect
+import types
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+import transformer_lens.model_bridge.generalized_components.base as tl_component_base
 import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
+from accelerate.utils import align_module_device as accelerate_align_module_device
 from transformer_lens.config import TransformerBridgeConfig
 from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.model_bridge.generalized_components.block import BlockBridge
+from transformer_lens.model_bridge.sources.native.model import NativeAttention
+from transformer_lens.utilities.activation_functions import apply_softcap
 
 from icl_lab.config import ConfigError
 from icl_lab.hooked import HookedLabModel
@@ -59,6 +76,11 @@ class LabModel(HookedLabModel, nn.Module):
         self.current_batch: TaskBatch | None = None
         # callables (model, inputs, positions, batch) run before each forward (interventions)
         self.pre_forward_callbacks: list = []
+        for module in bridge.modules():
+            if isinstance(module, BlockBridge):
+                _BlockKwargFilter.install(module)
+            if type(module) is NativeAttention and TL_ATTENTION_MATCHES:
+                module.forward = types.MethodType(_attention_without_remask, module)
 
     # -- forward --------------------------------------------------------------------------
     def forward(
@@ -160,6 +182,89 @@ class LabModel(HookedLabModel, nn.Module):
             module = getattr(self, part)
             if module is not None:
                 module.load_state_dict(groups[part])
+
+
+class _BlockKwargFilter:
+    """`BlockBridge._filter_kwargs_for_forward`, memoised.
+
+    TL4 calls it on every block call, and it runs `inspect.signature` on the wrapped module's
+    forward each time (about 60 us a block on one CPU core). Its answer depends only on that
+    forward and on the keyword names and positional count, never on the values: the kept
+    names are computed once per (wrapped module, names, count) by TL's own method.
+    """
+
+    def __init__(self, block: BlockBridge):
+        self.block = block
+        self.kept: dict[tuple, tuple[str, ...]] = {}
+
+    @classmethod
+    def install(cls, block: BlockBridge) -> None:
+        # an instance attribute shadows the class's method; object.__setattr__ skips the
+        # bridge's attribute forwarding to the wrapped module
+        object.__setattr__(block, "_filter_kwargs_for_forward", cls(block))
+
+    def __call__(self, kwargs: dict, num_positional_args: int = 0) -> dict:
+        key = (self.block.original_component, tuple(kwargs), num_positional_args)
+        kept = self.kept.get(key)
+        if kept is None:
+            kept = tuple(type(self.block)._filter_kwargs_for_forward(self.block, dict.fromkeys(kwargs), num_positional_args))
+            self.kept[key] = kept
+        return {name: kwargs[name] for name in kept}
+
+
+def _attention_without_remask(self: NativeAttention, hidden_states, attention_mask=None, position_ids=None, pattern_fn=None, **kwargs):
+    """TL4's `NativeAttention.forward` without its second mask pass, for causal attention with no
+    attention mask (how our models always run); anything else goes to TL's own forward.
+
+    TL masks the scores with -inf, softmaxes, then masks the pattern again with 0 so that a fully
+    masked padding row gives zeros instead of NaN. Under the causal mask alone every row keeps
+    its diagonal and the softmax already gives exact zeros at the masked keys, so the second pass
+    is an identity forward, and backward too (the softmax's backward multiplies the gradient at
+    those keys by their zero probability). It costs about 0.2 ms a layer per training step of
+    bursty/small on one core. The rest is TL's forward line for line; `hook_pattern`
+    (`pattern_fn`) sees the same tensor. Installed only while TL's forward is the one this was
+    written against (_TL_ATTENTION_SHA).
+    """
+    if attention_mask is not None or not self.causal:
+        return NativeAttention.forward(self, hidden_states, attention_mask, position_ids, pattern_fn, **kwargs)
+    batch, seq, _ = hidden_states.shape
+    q = self.q(hidden_states).view(batch, seq, self.n_heads, self.d_head).transpose(1, 2)
+    k = self.k(hidden_states).view(batch, seq, self.n_kv_heads, self.d_head).transpose(1, 2)
+    v = self.v(hidden_states).view(batch, seq, self.n_kv_heads, self.d_head).transpose(1, 2)
+    if self.rotary is not None:
+        q, k = self.rotary.apply_rope(q, k, position_ids=position_ids)
+    if self.kv_repeats > 1:
+        k = k.repeat_interleave(self.kv_repeats, dim=1)
+        v = v.repeat_interleave(self.kv_repeats, dim=1)
+    scores = apply_softcap(torch.matmul(q, k.transpose(-2, -1)) / self.scale, self.attn_scores_soft_cap)
+    pattern = F.softmax(scores.masked_fill(self.causal_mask[:seq, :seq], float("-inf")), dim=-1)
+    if pattern_fn is not None:
+        pattern = pattern_fn(pattern)
+    attn = torch.matmul(pattern, v).transpose(1, 2).contiguous().view(batch, seq, -1)
+    return self.o(attn), pattern
+
+
+# sha256 of inspect.getsource(NativeAttention.forward) in transformer-lens 4 as installed when
+# _attention_without_remask was written; a different forward keeps TL's (tests/test_hooks_fire.py
+# then fails, so the copy gets re-checked)
+_TL_ATTENTION_SHA = "97fd08712a48da2f0cfe0ce69c3bc4da3c74b45949b14df5e5d56cf529ce26d1"
+TL_ATTENTION_MATCHES = hashlib.sha256(inspect.getsource(NativeAttention.forward).encode()).hexdigest() == _TL_ATTENTION_SHA
+
+
+_NO_OFFLOAD = contextlib.nullcontext()
+
+
+def _align_module_device(module: nn.Module, execution_device: torch.device | None = None):
+    """Accelerate's `align_module_device`, which TL4 enters around every bridge component call:
+    for a module without an Accelerate hook (`_hf_hook`, what `has_offloaded_params` looks for)
+    and no execution device, Accelerate's context is a bare `yield`; this returns a shared
+    no-op context instead of building a generator context. Any other module gets Accelerate's."""
+    if execution_device is None and "_hf_hook" not in module.__dict__ and not hasattr(type(module), "_hf_hook"):
+        return _NO_OFFLOAD
+    return accelerate_align_module_device(module, execution_device)
+
+
+tl_component_base.align_module_device = _align_module_device
 
 
 def _bridge_config(cfg: ModelConfig, io: ModelIO, d_vocab_out: int, seed: int) -> TransformerBridgeConfig:

@@ -53,10 +53,11 @@ import tomllib
 import traceback
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import polars as pl
 from tqdm.auto import tqdm
@@ -77,7 +78,7 @@ from icl_lab.store import (
 )
 from interventions.spec import Intervention
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", "batched")  # batched: icl_lab/sweep_batched.py
 SECTIONS = ("sweep", "axes", "conditions", "ablation")
 # a member's status in the sweep table: its run's state, `locked` while another live process
 # writes it, `pending` before it starts; listed in this order in the one-line outcome
@@ -270,6 +271,11 @@ def _status_or_none(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def _stopped() -> bool:
+    """In a worker: the sweep has stopped, start nothing more."""
+    return _stop_event is not None and _stop_event.is_set()
+
+
 def run_one(run: SweepRun, run_dir: str | Path, threads: int | None = None, resume: bool = False) -> dict[str, Any]:
     """Train one grid point into `run_dir` (`resume`: continue it from its newest intact
     checkpoint) and run its ablation scans. Returns {"name", "state", "error"}; a failure is
@@ -283,27 +289,42 @@ def run_one(run: SweepRun, run_dir: str | Path, threads: int | None = None, resu
         torch.set_num_threads(threads)
     out = Path(run_dir)
     with _interruptible():
-        if _stop_event is not None and _stop_event.is_set():
+        if _stopped():
             return {"name": run.name, "state": "pending", "error": ""}  # the sweep stopped first
         before = _status_or_none(out)
         try:
             train(RunConfig.from_dict(run.config), out, progress=False, overwrite=True, resume=resume)
-            for scan in run.ablations:
-                from icl_lab.ablate import ablation_scan
+        except Exception as err:
+            return member_failure(run, out, before, err)
+        return scan_member(run, out)
 
-                ablation_scan(out, kind=scan.get("kind", "zero"), over=scan.get("over", "heads"), metrics=scan.get("metrics"))
-            return {"name": run.name, "state": "done", "error": ""}
-        except RunLocked as err:
-            return {"name": run.name, "state": "locked", "error": str(err)}
-        except Exception as err:  # recorded, not fatal to the sweep
-            message = "".join(traceback.format_exception(type(err), err, err.__traceback__))
-            after = _status_or_none(out)
-            if after is None or after.get("state") != "failed" or after == before:
-                try:  # the trainer records failures of a run it started; this is any other
-                    record_failure(out, run.config, message, verb="sweep")
-                except RunLocked as locked:
-                    return {"name": run.name, "state": "locked", "error": str(locked)}
-            return {"name": run.name, "state": "failed", "error": str(err)}
+
+def scan_member(run: SweepRun, out: Path) -> dict[str, Any]:
+    """A trained member's ablation scans; its outcome as `run_one` returns it."""
+    try:
+        for scan in run.ablations:
+            from icl_lab.ablate import ablation_scan
+
+            ablation_scan(out, kind=scan.get("kind", "zero"), over=scan.get("over", "heads"), metrics=scan.get("metrics"))
+    except Exception as err:
+        return member_failure(run, out, None, err)
+    return {"name": run.name, "state": "done", "error": ""}
+
+
+def member_failure(run: SweepRun, out: Path, before: dict[str, Any] | None, err: Exception) -> dict[str, Any]:
+    """The outcome of a member whose work raised `err` (`before`: its status beforehand). The
+    failure is recorded in its status unless the trainer did; a member another process holds
+    is `locked`, its files untouched."""
+    if isinstance(err, RunLocked):
+        return {"name": run.name, "state": "locked", "error": str(err)}
+    message = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    after = _status_or_none(out)
+    if after is None or after.get("state") != "failed" or after == before:
+        try:  # the trainer records failures of a run it started; this is any other
+            record_failure(out, run.config, message, verb="sweep")
+        except RunLocked as locked:
+            return {"name": run.name, "state": "locked", "error": str(locked)}
+    return {"name": run.name, "state": "failed", "error": str(err)}
 
 
 def _live_holder(run_dir: Path) -> str | None:
@@ -391,17 +412,31 @@ def _sigint_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
-def _run_in_workers(todo: list[tuple[SweepRun, bool]], layout: SweepPaths, workers: int, threads: int, bar: Any) -> None:
+@dataclass
+class Job:
+    """One worker's work: `call(threads=...)` trains `size` members (one run, or a group trained
+    together) and returns their outcomes; as a Ray task it asks for `resources`."""
+
+    call: Callable[..., Any]
+    size: int = 1
+    resources: dict[str, float] = field(default_factory=lambda: {"num_cpus": 1})
+
+
+def _run_job(call: Callable[..., Any], threads: int | None = None) -> Any:
+    return call(threads=threads)
+
+
+def _run_in_workers(jobs: list[Job], workers: int, threads: int, bar: Any) -> None:
     context = get_context("spawn")
     stop = context.Event()
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
                                initargs=(os.getpid(), stop, threads))
     try:
         with _sigint_ignored():
-            futures = [pool.submit(run_one, run, layout.run(run.name), None, resume) for run, resume in todo]
+            futures = {pool.submit(_run_job, job.call): job.size for job in jobs}
         for future in as_completed(futures):
             future.result()  # a run's KeyboardInterrupt comes back here and stops the sweep
-            bar.update(1)
+            bar.update(futures[future])
     except BaseException:
         stop.set()  # each worker interrupts its run (marked stopped) and starts no other
         pool.shutdown(wait=True, cancel_futures=True)
@@ -409,22 +444,23 @@ def _run_in_workers(todo: list[tuple[SweepRun, bool]], layout: SweepPaths, worke
     pool.shutdown(wait=True)
 
 
-def _run_on_ray(todo: list[tuple[SweepRun, bool]], layout: SweepPaths, workers: int, threads: int, bar: Any) -> None:
+def _run_on_ray(jobs: list[Job], workers: int, threads: int, bar: Any) -> None:
     import ray
 
     if not ray.is_initialized():
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(num_cpus=1)(run_one)
-    refs = [remote.remote(run, layout.run(run.name), threads, resume) for run, resume in todo]
+    remote = ray.remote(_run_job)
+    refs = {remote.options(**job.resources).remote(job.call, threads): job.size for job in jobs}
+    waiting = list(refs)
     try:
-        while refs:
-            done, refs = ray.wait(refs, num_returns=1)
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
             ray.get(done)
-            bar.update(1)
+            bar.update(refs[done[0]])
     except KeyboardInterrupt:
-        for ref in refs:
-            ray.cancel(ref)  # raises KeyboardInterrupt in a running task: its run is marked stopped
-        ray.wait(refs, num_returns=len(refs), timeout=60)
+        for ref in waiting:
+            ray.cancel(ref)  # raises KeyboardInterrupt in a running task: its runs are marked stopped
+        ray.wait(waiting, num_returns=len(waiting), timeout=60)
         raise
 
 
@@ -463,14 +499,18 @@ class SweepInterrupted(KeyboardInterrupt):
 def run_sweep(
     spec: str | Path, out: str | Path, executor: str = "local", workers: int = 1,
     retry_failed: bool = False, progress: bool = True, threads: int | None = None,
-    loaded: tuple[list[SweepRun], str] | None = None,
+    loaded: tuple[list[SweepRun], str] | None = None, group_size: int | None = None,
 ) -> pl.DataFrame:
     """Run every pending member of the sweep in `spec` into `out` and return the sweep table
     (see `sweep_outcome` for its verdict). `threads`: torch threads per run (default
     `default_threads(workers)`); `loaded`: `load_sweep(spec)` when the caller already has it.
-    Ctrl-C raises SweepInterrupted."""
+    Executor "batched", or "ray" with a `group_size`, trains compatible members together, at
+    most `group_size` per group (icl_lab/sweep_batched.py). Ctrl-C raises SweepInterrupted."""
+    from icl_lab.sweep_batched import check_group_size, grouped_jobs
+
     if executor not in EXECUTORS:
         raise ConfigError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+    check_group_size(executor, group_size)
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     if threads is not None and threads < 1:
@@ -482,16 +522,19 @@ def run_sweep(
     atomic_write_bytes(layout.spec, text.encode())
     todo = pending(runs, layout, retry_failed)
     bar = tqdm(total=len(runs), initial=len(runs) - len(todo), disable=not progress, desc="sweep", unit="run")
+    grouped = executor == "batched" or group_size is not None
+    jobs = grouped_jobs(todo, layout, group_size) if grouped else [
+        Job(partial(run_one, run, layout.run(run.name), resume=resume)) for run, resume in todo]
     try:
         if executor == "ray":
-            _run_on_ray(todo, layout, workers, threads, bar)
+            _run_on_ray(jobs, workers, threads, bar)
         elif workers > 1:
-            _run_in_workers(todo, layout, workers, threads, bar)
+            _run_in_workers(jobs, workers, threads, bar)
         else:
             with _torch_threads(threads):
-                for run, resume in todo:
-                    run_one(run, layout.run(run.name), None, resume)
-                    bar.update(1)
+                for job in jobs:
+                    job.call()
+                    bar.update(job.size)
     except KeyboardInterrupt:
         bar.close()
         table = write_sweep_table(runs, layout)

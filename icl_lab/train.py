@@ -5,7 +5,8 @@
     every checkpoint_every steps (and at 0 and the end): checkpoint -> run store
 
 Nothing in a training step waits for the host: the loss is accumulated on the device and
-read back only at evaluation steps. Step 0 is the model before any update; step s is the
+read back only at evaluation steps (tests/test_cuda.py checks every step after the first: on
+CUDA under torch.cuda.set_sync_debug_mode("error"), and on CPU with a proxy). Step 0 is the model before any update; step s is the
 model after s updates.
 """
 
@@ -153,6 +154,16 @@ class TrainingRun:
             self.engine.set_step(step - 1, "train")
         return self.task.sample_batch(self.cfg.batch_size, self.data_gen)
 
+    def train_step(self, step: int) -> None:
+        """The update from step-1 to step: batch, forward (every hook point fires), loss,
+        backward, optimizer and schedule step, loss tally."""
+        batch = self.sample_batch(step)
+        logits = self.model.forward_batch(batch)
+        loss = self.task.loss(logits.to(self.loss_dtype), batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.update(loss, step)
+
     def update(self, loss: torch.Tensor, step: int) -> None:
         """After loss.backward(): clip, step the optimizer and schedule, tally the loss."""
         if self.cfg.grad_clip > 0:
@@ -269,17 +280,12 @@ def train(
         check_new_run_dir(out, overwrite)
     run = TrainingRun(config, device)
     start_step = run.reopen(out) if resume else run.start(out, overwrite)
-    cfg, model, task = config.train, run.model, run.task
+    cfg = config.train
     bar = tqdm(total=cfg.steps, initial=max(start_step, 0), disable=not progress, desc=f"{config.task}/{config.preset or 'custom'}", unit="step")
     with run.run:
         try:
             for step in range(run.begin(start_step), cfg.steps + 1):
-                batch = run.sample_batch(step)
-                logits = model.forward_batch(batch)
-                loss = task.loss(logits.to(run.loss_dtype), batch)
-                run.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                run.update(loss, step)
+                run.train_step(step)
                 last = run.after_update(step)
                 if last is not None:
                     bar.set_postfix({k: f"{last[k]:.3f}" for k in config.track if k in last})

@@ -291,6 +291,82 @@ class PreviousTokenInput(SameForward):
         return torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1), None
 
 
+_PATTERN = re.compile(r"blocks\.(\d+)\.attn\.hook_pattern")
+
+
+@register
+class PreviousTokenInputPattern(Target):
+    """The attention-pattern half of Singh et al.'s `perfect_prev_token_input`: layer L's
+    pattern as it is when the layer's input at each inner position t (0 < t < T − 1) is the
+    token embedding at t − 1 (`blocks.0.hook_resid_pre`) and nothing else, while the first and
+    last (query) positions keep their own embedding: every key at a label position holds
+    exactly its item, the query exactly itself, so matching needs only the QK weights. The
+    pattern comes from a second forward of this model with that input at
+    `blocks.L.hook_resid_pre` (the engine's clamps off), and carries its gradient to layer L's
+    QK weights (gradient = "value"). Pair it with a `zero` clamp on the earlier layers'
+    `hook_attn_out`, so layer L's values read the embeddings alone, as theirs do."""
+
+    name = "previous_token_input_pattern"
+
+    def __init__(self, spec: Intervention):
+        super().__init__(spec)
+        self.patterns: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def check_spec(cls, spec):
+        if spec.gradient != "value":
+            raise ConfigError(f"intervention {spec.label}: target 'previous_token_input_pattern' needs gradient = \"value\" (layer L's QK weights learn through the pattern), got {spec.gradient!r}")
+
+    def validate(self, site, engine):
+        match = _PATTERN.fullmatch(site.hook)
+        if match is None or int(match.group(1)) < 1:
+            raise ConfigError(f"{site.where}: target 'previous_token_input_pattern' replaces a later layer's attention pattern; use it on blocks.L.attn.hook_pattern with L >= 1")
+        _require(engine, ForwardCallbacks, site, self.name, "callables run before each forward (pre_forward_callbacks)")
+        absent = [n for n in ("blocks.0.hook_resid_pre", self.layer_input(site.hook)) if n not in engine.model.hook_names()]
+        if absent:
+            raise ConfigError(f"{site.where}: target 'previous_token_input_pattern' reads {', '.join(absent)}, which this model does not fire")
+
+    @staticmethod
+    def layer_input(hook: str) -> str:
+        return f"blocks.{_PATTERN.fullmatch(hook).group(1)}.hook_resid_pre"
+
+    def before_forward(self, engine, inputs, positions, batch):
+        embedding: list[torch.Tensor] = []
+
+        def record(act, hook):
+            embedding.append(act)
+            return act
+
+        def shifted(act, hook):  # [batch, pos, d_model]: inner positions hold their predecessor's embedding
+            x = embedding[0]
+            return torch.cat([x[:, :1], x[:, :-2], x[:, -1:]], dim=1)
+
+        def keep(name):
+            def hook(act, hook):
+                self.patterns[name] = act
+                return act
+
+            return hook
+
+        from interventions.engine import _LEVELS
+
+        hooks = [("blocks.0.hook_resid_pre", record)]
+        for name in self.spec.hook_names:
+            hooks += [(self.layer_input(name), shifted), (name, keep(name))]
+        level = next(_LEVELS)
+        for name, fn in hooks:
+            engine.model.hook_point(name).add_hook(fn, dir="fwd", is_permanent=True, level=level)
+        try:
+            with engine.bypassed():
+                engine.model.run_with_cache(inputs, positions, names=[], batch=batch)
+        finally:
+            for name, _ in hooks:
+                engine.model.hook_point(name).remove_hooks("fwd", including_permanent=True, level=level)
+
+    def value(self, act, site, engine):
+        return self.patterns.pop(site.hook), None
+
+
 _HEAD = re.compile(r"L(\d+)H(\d+)")
 
 
@@ -334,12 +410,13 @@ class PerfectCopying(SameForward):
         n_heads = cache[self.head()[0]].shape[1]
         if self.head()[1] >= n_heads:
             raise ConfigError(f"{site.where}: key {self.spec.key!r} names head {self.head()[1]}, but the layer has {n_heads} heads (0..{n_heads - 1})")
+        # on the device once: built from the list in each forward it would be a host copy per step
+        self.label_positions = torch.as_tensor(roles["labels"], device=engine.device)
 
     def value(self, act, site, engine):
         name, head = self.head()
         pattern = self.take(name, engine)[:, head, -1]  # [batch, key_pos], the query's row
-        labels = torch.as_tensor(engine.task.position_roles()["labels"], device=act.device)
-        scores = pattern[:, labels].clamp_min(torch.finfo(pattern.dtype).tiny).log()  # [batch, N]
+        scores = pattern[:, self.label_positions].clamp_min(torch.finfo(pattern.dtype).tiny).log()  # [batch, N]
         context_labels = engine.model.current_batch.context_labels  # [batch, N] label ids
         logits = torch.full_like(act[:, -1], float("-inf")).scatter(1, context_labels, scores.to(act.dtype))
         return torch.cat([act[:, :-1], logits[:, None]], dim=1), None

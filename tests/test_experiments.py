@@ -1,8 +1,12 @@
-"""Smoke test of the Singh clamp experiment (the full run lives in the CLI / docs)."""
+"""The experiments' grids on tiny settings: every condition or cell runs, finished runs are kept,
+and a grid trained as batched groups gives the table of the same grid trained run by run."""
 
 import polars as pl
+import pytest
 
 from icl_lab import load_run
+from icl_lab.config import ConfigError
+from icl_lab.experiments import reddy
 from icl_lab.experiments.singh import CONDITIONS, run_experiment
 
 TINY = {
@@ -12,7 +16,7 @@ TINY = {
 
 
 def test_singh_experiment_runs_every_condition_and_resumes(tmp_path):
-    table = run_experiment(tmp_path, seeds=[0, 1], steps=8, progress=False, overrides=TINY)
+    table = run_experiment(tmp_path, seeds=[0, 1], steps=8, progress=False, overrides=TINY, preset="bursty/small")
     assert table["condition"].to_list() == list(CONDITIONS)
     assert (tmp_path / "singh_clamps.parquet").exists() and "| induction |" in (tmp_path / "singh_clamps.md").read_text()
     learned = load_run(tmp_path / "learned_head-seed1")
@@ -20,7 +24,44 @@ def test_singh_experiment_runs_every_condition_and_resumes(tmp_path):
     assert spec["target"] == "checkpoint" and spec["checkpoint_run"].endswith("none-seed1")
     assert load_run(tmp_path / "induction-seed0").curve("induction_score.L1H0")["value"].to_list() == [1.0, 1.0, 1.0]
     before = (tmp_path / "none-seed0" / "metrics.parquet").stat().st_mtime_ns
-    again = run_experiment(tmp_path, seeds=[0, 1], steps=8, progress=False, overrides=TINY)
+    again = run_experiment(tmp_path, seeds=[0, 1], steps=8, progress=False, overrides=TINY, preset="bursty/small")
     assert (tmp_path / "none-seed0" / "metrics.parquet").stat().st_mtime_ns == before  # not redone
     assert again.equals(table)
     assert isinstance(table, pl.DataFrame)
+
+
+REDDY_GRID = {"task.num_classes": [64, 128], "task.burstiness": [2, 4]}
+
+
+def test_reddy_phases_batched_equals_run_by_run(tmp_path):
+    """The same grid trained as one batched group and one run at a time: every run's metrics
+    agree to the batched-training tolerance (tests/test_batched.py), so the tables agree."""
+    options = dict(seeds=[0, 1], steps=8, progress=False, overrides=TINY, grid=REDDY_GRID)
+    batched = reddy.run_experiment(tmp_path / "batched", **options)
+    single = reddy.run_experiment(tmp_path / "single", group_size=1, **options)
+    assert sorted(zip(batched["K"], batched["B"])) == [(64, 2), (64, 4), (128, 2), (128, 4)]
+    assert batched["seeds"].to_list() == [2] * 4
+    timing = (tmp_path / "batched" / "reddy_phases.json").read_text()
+    assert '"groups": 1' in timing and '"trained": 8' in timing
+    assert '"groups": 0' in (tmp_path / "single" / "reddy_phases.json").read_text()
+    for k, b, seed in [(64, 2, 0), (128, 4, 1)]:
+        name = reddy.cell_name(k, b, seed)
+        a, s = load_run(tmp_path / "batched" / name), load_run(tmp_path / "single" / name)
+        assert a.config["task_config"]["num_classes"] == k and a.config["task_config"]["burstiness"] == b and a.config["seed"] == seed
+        wide_a, wide_s = a.metrics.sort("step", "metric"), s.metrics.sort("step", "metric")
+        assert wide_a["metric"].to_list() == wide_s["metric"].to_list()
+        diff = (wide_a["value"] - wide_s["value"]).abs().max()
+        assert diff <= 1e-4, (name, diff)
+    for column in ("icl_accuracy_mean", "iwl_accuracy_mean"):
+        assert (batched.sort("K", "B")[column] - single.sort("K", "B")[column]).abs().max() <= 1e-4
+    assert "final ICL accuracy" in (tmp_path / "batched" / "reddy_phases.md").read_text()
+    again = reddy.run_experiment(tmp_path / "batched", **options)  # finished runs are kept
+    assert '"kept": 8' in (tmp_path / "batched" / "reddy_phases.json").read_text() and again.equals(batched)
+
+
+def test_reddy_phases_refuses_bad_grids_before_training(tmp_path):
+    with pytest.raises(ConfigError, match="task.num_labels.*axes task.num_classes, task.burstiness"):
+        reddy.run_experiment(tmp_path, seeds=[0], steps=8, progress=False, overrides=TINY, grid={"task.num_labels": [8]})
+    with pytest.raises(ConfigError, match="multiple of task.num_labels"):
+        reddy.run_experiment(tmp_path, seeds=[0], steps=8, progress=False, overrides=TINY, grid={"task.num_classes": [100]})
+    assert not any(tmp_path.iterdir())

@@ -113,6 +113,40 @@ def test_previous_token_input_gives_each_token_its_predecessors_input():
         InterventionEngine(model, task, [Intervention(hook="blocks.0.hook_resid_post", target="previous_token_input")])
 
 
+def test_previous_token_input_pattern_is_layer_2s_pattern_on_shifted_inputs():
+    """Independent check: with layer 1's output zeroed, layer 2 reads the embeddings, so feeding
+    the model the shifted sequence x_a x_a ℓ_a x_b x_q (rotary positions unchanged) gives the
+    pattern the target must produce; the loss reaches layer 2's QK weights through it."""
+    model, task, batch = model_and_task()
+    zero = Intervention(hook="blocks.0.hook_attn_out", target="zero")
+    spec = Intervention(hook="blocks.1.attn.hook_pattern", target="previous_token_input_pattern", gradient="value")
+    _, cache = run_with(model, task, batch, [zero, spec], ["blocks.1.attn.hook_pattern", "blocks.1.hook_resid_pre"])
+    shifted = batch.inputs[:, [0, 0, 1, 2, 4]]
+    with InterventionEngine(model, task, [zero]) as engine:
+        engine.set_step(0, "train")
+        _, expected = model.run_with_cache(shifted, batch.positions, names=["blocks.1.attn.hook_pattern"], batch=batch)
+        _, plain = model.run_with_cache(batch.inputs, batch.positions, names=["blocks.1.hook_resid_pre"], batch=batch)
+    assert torch.allclose(cache["blocks.1.attn.hook_pattern"], expected["blocks.1.attn.hook_pattern"], atol=1e-6)
+    assert torch.allclose(cache["blocks.1.hook_resid_pre"], plain["blocks.1.hook_resid_pre"])  # values: the embeddings
+    assert not torch.allclose(expected["blocks.1.attn.hook_pattern"], cache_free(model, batch), atol=1e-3)
+    with InterventionEngine(model, task, [zero, spec]) as engine:
+        engine.set_step(0, "train")
+        model.zero_grad()
+        task.loss(model.forward_batch(batch), batch).backward()
+    # layer 2's queries reach the loss only through the pattern: a detached pattern leaves them no gradient
+    q_weight = next(p for n, p in model.named_parameters() if "blocks.1." in n and ".attn." in n and ".q." in n and n.endswith("weight"))
+    assert q_weight.grad is not None and q_weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match='gradient = "value"'):
+        InterventionEngine(model, task, [Intervention(hook="blocks.1.attn.hook_pattern", target="previous_token_input_pattern")])
+    with pytest.raises(ConfigError, match="L >= 1"):
+        InterventionEngine(model, task, [Intervention(hook="blocks.0.attn.hook_pattern", target="previous_token_input_pattern", gradient="value")])
+
+
+def cache_free(model, batch):
+    _, cache = model.run_with_cache(batch.inputs, batch.positions, names=["blocks.1.attn.hook_pattern"], batch=batch)
+    return cache["blocks.1.attn.hook_pattern"]
+
+
 def test_perfect_copying_logits_are_the_heads_scores_over_the_context_labels():
     model, task, batch = model_and_task()
     spec = Intervention(hook="hook_unembed", positions="query", target="perfect_copying", key="L1H3", gradient="value")

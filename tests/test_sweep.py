@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
 from icl_lab.config import ConfigError
-from icl_lab.store import intact_state_steps, load_run, paths, read_status
+from icl_lab.store import intact_state_steps, load_run, paths, read_status, read_summary
 from icl_lab.sweep import load_sweep, run_sweep, sweep_outcome
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,6 +112,7 @@ def test_ray_and_local_executors_give_the_same_table(tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         remote = run_sweep(path, tmp_path / "ray", executor="ray", workers=2, progress=False, threads=1)
+        grouped = run_sweep(path, tmp_path / "grouped", executor="ray", group_size=2, workers=2, progress=False, threads=1)
     finally:
         ray.shutdown()
     drop = [c for c in local.columns if "wall" in c]
@@ -118,6 +120,16 @@ def test_ray_and_local_executors_give_the_same_table(tmp_path):
     assert local.height == 4 and set(local["status"]) == {"done"}
     for run in local["run"]:
         assert paths(tmp_path / "local" / "runs" / run).metrics.read_bytes() == paths(tmp_path / "ray" / "runs" / run).metrics.read_bytes()
+    # groups of 2 as Ray tasks: the same runs up to the batched tolerance (tests/test_batched.py)
+    from test_batched import ATOL, RTOL
+
+    assert grouped["run"].equals(local["run"]) and set(grouped["status"]) == {"done"}
+    groups = [read_summary(tmp_path / "grouped" / "runs" / run)["group"] for run in local["run"]]
+    assert sorted(g["size"] for g in groups) == [2, 2, 2, 2] and len({tuple(g["members"]) for g in groups}) == 2
+    for run in local["run"]:
+        ours, theirs = load_run(tmp_path / "grouped" / "runs" / run).metrics, load_run(tmp_path / "local" / "runs" / run).metrics
+        assert ours.select("step", "metric").equals(theirs.select("step", "metric"))
+        np.testing.assert_allclose(ours["value"].to_numpy(), theirs["value"].to_numpy(), rtol=RTOL, atol=ATOL, err_msg=run)
 
 
 def cli_sweep(path, out, workers=1, **popen):

@@ -1,20 +1,22 @@
 """`icl-lab`: the command line. One module per verb holds its parser and its handler.
 
     icl-lab train TASK [--preset P] [--steps N] [--seed S] [--device auto|cpu|cuda|cuda:N]
-                       [--out DIR] [--set KEY=VALUE ...] [--intervention SPEC.toml ...] [--overwrite]
+                       [--threads N] [--out DIR] [--set KEY=VALUE ...] [--intervention SPEC.toml ...] [--overwrite]
     icl-lab presets
-    icl-lab resume RUN
+    icl-lab resume RUN [--threads N]
     icl-lab rfm [--op add|sub|mul|div] [--p P] [--train-frac F | --train-fracs F,F,...] [--iters N] ...
     icl-lab ablate RUN [--step N] [--kind zero|mean|resample] [--over heads|positions|layers] [--metrics M,...]
     icl-lab patch RUN [--step N] [--over heads|positions|layers]
     icl-lab measure RUN [--measures M,...] [--steps S,... | all] [--device D]
-    icl-lab sweep SPEC.toml --out DIR [--executor local|ray] [--workers N] [--retry-failed]
-    icl-lab experiment singh-clamps|anti-grokking [--seeds 0,1,2] [--steps N] [--out DIR] [--device D]
+    icl-lab sweep SPEC.toml --out DIR [--executor local|ray|batched] [--group-size M] [--workers N] [--threads N] [--retry-failed]
+    icl-lab experiment singh-clamps|anti-grokking [--seeds 0,1,2] [--steps N] [--out DIR] [--device D] [--threads N]
 
 Every argument is checked before any work starts: a bad value exits with code 2 and one line
 `icl-lab VERB: error: ...` naming it and the valid choices, with nothing written. `--help`,
 `presets` and the refusals answer without importing TransformerLens (seconds): a handler
-imports the modules that build models only when it runs. `sweep` exits with 1 when a run of
+imports the modules that build models only when it runs. `--threads` sets torch's CPU threads
+(default: 1 for a run, the cores for an experiment's batched groups, the cores split between a
+sweep's workers; see icl_lab/cli/arguments.py). `sweep` exits with 1 when a run of
 its grid failed.
 """
 

@@ -4,8 +4,10 @@ naming it and the valid range, before any work starts (exit code 2)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from icl_lab.config import ConfigError
@@ -38,6 +40,52 @@ def count(text: str) -> int:
     if not 1 <= value <= MAX_COUNT:
         raise argparse.ArgumentTypeError(f"{text} must be an integer in 1..{MAX_COUNT}")
     return value
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def threads(text: str) -> int:
+    """Torch CPU threads: an integer from 1 to the cores this process may use."""
+    value = _integer(text)
+    cores = usable_cores()
+    if not 1 <= value <= cores:
+        raise argparse.ArgumentTypeError(
+            f"{text} must be an integer in 1..{cores}, the cores this process may use "
+            "(more threads than cores only slow a run down)"
+        )
+    return value
+
+
+# The default thread policy, from benchmarks/threads.py (bursty/small on 2 cores; figures in the
+# README): one run of these small models gains little from a second thread alone, and loses
+# most of its speed to it when another process shares the cores (OpenMP's waiting threads
+# spin), so a single run takes 1 thread; a batched group's ops are M times larger, so
+# experiments take the cores, and a sweep splits them between its workers.
+SINGLE_RUN_THREADS = 1
+THREADS_HELP = ("torch CPU threads (1..cores); default {default}; OMP_NUM_THREADS, when set, is the default instead. "
+                "Recorded in config.json (device_description)")
+SINGLE_RUN_DEFAULT = (f"{SINGLE_RUN_THREADS} (a small model gains little from a second thread alone and loses most of "
+                      "its speed to one when another process shares the cores: benchmarks/threads.py)")
+
+
+@contextlib.contextmanager
+def cpu_threads(requested: int | None, default: int | None) -> Iterator[int]:
+    """Torch's CPU threads while a verb runs, then the previous count again (for callers of
+    `main` in one process): `requested` (--threads), else the count torch took from
+    OMP_NUM_THREADS when it is set, else `default` (None: torch's own, the cores)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if requested is None:
+        requested = previous if default is None or "OMP_NUM_THREADS" in os.environ else default
+    torch.set_num_threads(requested)
+    try:
+        yield requested
+    finally:
+        torch.set_num_threads(previous)
 
 
 def finite_float(text: str) -> float:

@@ -6,22 +6,37 @@ import argparse
 import importlib
 from pathlib import Path
 
-from icl_lab.cli.arguments import UsageError, check_output_folder, comma_list, count, device, names, seed
+from icl_lab.cli.arguments import THREADS_HELP, UsageError, check_output_folder, comma_list, count, cpu_threads, device, names, seed, threads
 from icl_lab.cli.train import parse_sets
 from icl_lab.experiments import EXPERIMENTS
 
-# experiment name -> module with run_experiment(out, seeds, steps=, progress=, overrides=) -> table
-# and markdown(table) -> str; imported when the experiment runs (they train models)
+# experiment name -> module with run_experiment(out, seeds, steps=, progress=, overrides=, ...)
+# -> table and markdown(table) -> str; imported when the experiment runs (they train models)
 RUNNERS = {
     "singh-clamps": "icl_lab.experiments.singh",
     "anti-grokking": "icl_lab.experiments.antigrokking",
+    "reddy-phases": "icl_lab.experiments.reddy",
 }
-# experiments whose runner also takes preset= and conditions= (checked before any run)
-WITH_CONDITIONS = {"singh-clamps": "pairs/cpu"}
+# the options beyond seeds/steps/--set each experiment takes (checked before any run), and
+# its default preset
+OPTIONS = {
+    "singh-clamps": {"preset": "pairs/cpu", "conditions": None, "group_size": None},
+    "reddy-phases": {"preset": "bursty/small", "grid": None, "group_size": None},
+    "anti-grokking": {},
+}
+FLAGS = {"preset": "--preset", "conditions": "--conditions", "grid": "--grid", "group_size": "--group-size"}
 
 
 HELP = "run a paper reproduction"
 DESCRIPTION = "Run a paper reproduction. " + " ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items())
+
+
+def grid_axis(text: str) -> tuple[str, list[int]]:
+    """KEY=V1,V2,... (integers)."""
+    key, sep, values = text.partition("=")
+    if not sep or not key or not values:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=V1,V2,... (e.g. task.num_classes=256,1024)")
+    return key.strip(), comma_list(count, key.strip())(values)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,12 +45,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=count, default=None, help="steps per run (default: the preset's)")
     parser.add_argument("--out", default=None, help="directory for its runs and table (default runs/<name>)")
     parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=threads, default=None, metavar="N",
+                        help=THREADS_HELP.format(default="the cores (the runs train as batched groups, whose ops are M times a run's)"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(
         "--preset", default=None,
-        help="singh-clamps: TASK/NAME, or NAME of a pairs preset (default pairs/cpu; bursty/small: the bursty-task conditions)",
+        help="singh-clamps: TASK/NAME, or NAME of a pairs preset (default pairs/cpu; bursty/small: the bursty-task "
+        "conditions); reddy-phases: a bursty preset (default bursty/small)",
     )
     parser.add_argument("--conditions", type=names, default=None, help="singh-clamps: comma-separated conditions (default all; baselines are added)")
+    parser.add_argument(
+        "--grid", type=grid_axis, action="append", default=None, metavar="KEY=V1,V2,...",
+        help="reddy-phases: replace one axis of the grid (task.num_classes, default 256,512,1024,2048,8192; "
+        "task.burstiness, default 1,2,4); repeatable",
+    )
+    parser.add_argument(
+        "--group-size", type=count, default=None, metavar="M",
+        help="singh-clamps, reddy-phases: train at most M runs of the grid together as one batched group "
+        "(default: every run that shares the model's shapes; 1: one run at a time)",
+    )
     parser.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
         help="override one config field of every run, e.g. train.lr=1e-3; repeatable",
@@ -45,13 +73,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = check_output_folder("--out", Path(args.out or f"runs/{args.name}"))
     overrides = {**parse_sets(args.sets), "device": args.device}
-    runner = importlib.import_module(RUNNERS[args.name])
+    given = {"preset": args.preset, "conditions": args.conditions, "group_size": args.group_size,
+             "grid": dict(args.grid) if args.grid else None}
     options = {}
-    if args.name in WITH_CONDITIONS:
-        options = {"preset": args.preset or WITH_CONDITIONS[args.name], "conditions": args.conditions}
-    elif args.preset or args.conditions:
-        raise UsageError(f"--preset and --conditions apply to {', '.join(WITH_CONDITIONS)}, not {args.name}")
-    table = runner.run_experiment(out, args.seeds, steps=args.steps, progress=not args.no_progress, overrides=overrides, **options)
+    for option, value in given.items():
+        if option in OPTIONS[args.name]:
+            options[option] = value if value is not None else OPTIONS[args.name][option]
+        elif value is not None:
+            takers = [name for name, accepted in OPTIONS.items() if option in accepted]
+            raise UsageError(f"{FLAGS[option]} applies to {', '.join(takers)}, not {args.name}")
+    runner = importlib.import_module(RUNNERS[args.name])
+    with cpu_threads(args.threads, None):
+        table = runner.run_experiment(out, args.seeds, steps=args.steps, progress=not args.no_progress, overrides=overrides, **options)
     print(runner.markdown(table))
+    if hasattr(runner, "report"):  # e.g. the grid's wall time
+        print(runner.report(out))
     print(f"runs and table in {out.resolve()}")
     return 0

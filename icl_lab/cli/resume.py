@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from icl_lab.checkpoints import run_config_of
+from icl_lab.cli.arguments import SINGLE_RUN_DEFAULT, SINGLE_RUN_THREADS, THREADS_HELP, cpu_threads, threads
 from icl_lab.store import check_run, intact_state_steps, read_status
 
 
@@ -15,6 +16,8 @@ DESCRIPTION = "Restore weights, optimizer, schedule and data stream from the run
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="run directory")
+    parser.add_argument("--threads", type=threads, default=None, metavar="N",
+                        help=THREADS_HELP.format(default=SINGLE_RUN_DEFAULT).replace("Recorded in", "The first part's count is in"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -30,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"resuming {run_dir} from step {steps[-1]} of {config.train.steps}")
     from icl_lab.train import train  # builds the model: imports TransformerLens
 
-    result = train(config, run_dir, progress=not args.no_progress, resume=True)
+    with cpu_threads(args.threads, SINGLE_RUN_THREADS):
+        result = train(config, run_dir, progress=not args.no_progress, resume=True)
     print(f"done in {result.summary['wall_seconds']:.1f} s (this part); run stored in {run_dir.resolve()}")
     return 0

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from icl_lab.cli.arguments import UsageError, check_output_folder, count
+from icl_lab.cli.arguments import UsageError, check_output_folder, count, threads
 
 
 HELP = "run a grid of runs from a TOML file, in parallel, resumable"
@@ -19,8 +19,14 @@ DESCRIPTION = "Expand a sweep file (base run, axes, conditions, ablations) to a 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="the sweep TOML file")
     parser.add_argument("--out", required=True, help="sweep directory")
-    parser.add_argument("--executor", default="local", choices=["local", "ray"], help="local processes (default) or Ray tasks")
-    parser.add_argument("--workers", type=count, default=1, help="runs at a time (default 1)")
+    parser.add_argument("--executor", default="local", choices=["local", "ray", "batched"],
+                        help="local processes (default), Ray tasks, or batched: compatible runs trained together in one process")
+    parser.add_argument("--workers", type=count, default=1, help="runs (or groups) at a time (default 1)")
+    parser.add_argument("--group-size", type=count, default=None, metavar="M",
+                        help="runs per batched group (--executor batched: default 64; --executor ray: ship groups of M as tasks)")
+    parser.add_argument("--threads", type=threads, default=None, metavar="N",
+                        help="torch CPU threads of each run or group (1..cores); default: the cores split between the "
+                        "workers (OMP_NUM_THREADS, when set, in place of the cores). Recorded in each run's config.json")
     parser.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -30,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
 
     from icl_lab.sweep import SweepInterrupted, load_sweep, run_sweep, sweep_outcome
 
+    if args.group_size is not None and args.executor == "local":
+        raise UsageError(f"--group-size {args.group_size} needs --executor batched or ray; "
+                         "--executor local trains one run per worker")
     loaded = load_sweep(args.spec)  # everything checked before any run starts
     runs = loaded[0]
     if args.executor == "ray":
@@ -41,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"sweep of {len(runs)} runs -> {out.resolve()}")
     try:
         table = run_sweep(args.spec, out, executor=args.executor, workers=args.workers,
-                          retry_failed=args.retry_failed, progress=not args.no_progress, loaded=loaded)
+                          retry_failed=args.retry_failed, progress=not args.no_progress, loaded=loaded, threads=args.threads,
+                          group_size=args.group_size)
     except SweepInterrupted as stop:  # Ctrl-C: how to continue, without a traceback
         print(f"icl-lab sweep: {stop}", file=sys.stderr)
         return 130

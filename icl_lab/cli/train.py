@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from icl_lab.cli.arguments import UsageError, count, device, seed
+from icl_lab.cli.arguments import SINGLE_RUN_DEFAULT, SINGLE_RUN_THREADS, THREADS_HELP, UsageError, count, cpu_threads, device, seed, threads
 from icl_lab.config import parse_cli_value
 from icl_lab.presets import default_preset, get_preset
 from icl_lab.provenance import resolve_device
@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=count, default=None, help="optimizer steps (default: the preset's)")
     parser.add_argument("--seed", type=seed, default=None, help="seed for data, model and evaluation sets (default 0)")
     parser.add_argument("--device", type=device, default=None, help="auto (the default: CUDA when present, else CPU), cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=threads, default=None, metavar="N", help=THREADS_HELP.format(default=SINGLE_RUN_DEFAULT))
     parser.add_argument("--out", default=None, help="run directory (default: runs/<task>-<preset>-seed<S>)")
     parser.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -75,11 +76,12 @@ def run(args: argparse.Namespace) -> int:
     config, out = plan(args)
     from icl_lab.train import train  # builds the model: imports TransformerLens
 
-    print(f"training {config.task}/{config.preset} for {config.train.steps} steps "
-          f"(seed {config.seed}, device {resolve_device(config.device)}) -> {out}")
-    for spec in config.interventions:
-        print(f"  intervention: {spec.to_dict()}")
-    summary = train(config, out, progress=not args.no_progress, overwrite=args.overwrite).summary
+    with cpu_threads(args.threads, SINGLE_RUN_THREADS) as n_threads:
+        print(f"training {config.task}/{config.preset} for {config.train.steps} steps "
+              f"(seed {config.seed}, device {resolve_device(config.device)}, {n_threads} torch threads) -> {out}")
+        for spec in config.interventions:
+            print(f"  intervention: {spec.to_dict()}")
+        summary = train(config, out, progress=not args.no_progress, overwrite=args.overwrite).summary
     print(f"done in {summary['wall_seconds']:.1f} s; run stored in {out.resolve()}")
     for metric, t in summary["transitions"].items():
         if t["transition_step"] is None:

@@ -6,6 +6,10 @@ EXPERIMENTS = {
     "induction pattern), perfect copying, 10/15 labels, 200 classes; transition in steps and "
     "sequences per condition, mean ± sd over seeds, ratio to the baseline, plateau "
     "(--preset bursty/small: the earlier conditions on the bursty task).",
+    "reddy-phases": "Reddy (ICLR 2024) figure 2 on the reference model (bursty/small): final ICL and "
+    "IWL accuracy over K = 256..8192 classes x burstiness B = 1, 2, 4 (N = 8), mean ± sd over "
+    "seeds, ICL transition per cell; the grid trains as batched groups (--group-size 1: one run "
+    "at a time) and reports its wall time.",
     "anti-grokking": "Prakash & Martin (2025) at CPU length: digits/cpu (MLP, 1,000 training "
     "images, MSE, 8x init) with and without weight decay; phases (memorisation, grokking, "
     "anti-grokking) and the hidden layers' HTSR alpha at each.",

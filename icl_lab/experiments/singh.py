@@ -8,9 +8,12 @@ previous-token head L0H2 (`PAIRS_CONDITIONS`, mirrored in sweeps/singh_pairs.tom
 - `none`: no intervention; `keep_one`: the seven other layer-2 heads ablated (hook_z zero) for
   the whole run, the baseline of every clamp below;
 - `prev_token`: + L0H2's pattern clamped to the previous token (their strength-s semantics,
-  target `previous_token_or_self`, s = 1);
-- `prev_token_input`: + all of layer 1 replaced by an ideal previous-token computation
-  (`previous_token_input` on blocks.0.hook_attn_out: each token receives its predecessor's input);
+  target `previous_token_or_self`, s = 1); `prev_token_labels`: the same on the label rows only
+  (their option);
+- `prev_token_input`: + all of layer 1 replaced by an ideal previous-token computation, as
+  their `perfect_prev_token_input`: layer 2's patterns computed from inputs where each inner
+  position holds its predecessor's embedding alone (`previous_token_input_pattern`, gradient to
+  layer 2's QK), and layer 1's output zeroed so layer 2's values read the embeddings;
 - `induction`: + L1H3's query row clamped to the ideal induction pattern (matching);
 - `perfect_copying`: + the output logits taken from L1H3's scores over the two context labels
   (`perfect_copying`); `perfect_copying_prev_token`: the same with the L0H2 clamp;
@@ -20,8 +23,9 @@ On the bursty task (`bursty/small`, today's CPU experiment, `CONDITIONS`): `none
 `prev_token` (L0H0 ideal previous-token on label rows), `induction` (L1H0 ideal induction),
 `learned_head` (the `none` run's strongest layer-2 head clamped to its own final pattern).
 
-The table reports the transition (phases.find_transition; pairs: the training loss's drop,
-bursty: ICL accuracy's rise) in steps and in
+The table reports the transition (phases.find_transition; pairs: the training loss's drop
+from ln 2, read on min(loss, ln 2), so its midpoint is where the loss first falls halfway from
+ln 2 to its final level; bursty: ICL accuracy's rise) in steps and in
 training sequences (steps × batch), mean ± sd over seeds, the ratio to the condition's baseline,
 and whether the plateau sits where it should (pairs: the training loss within 0.1 of ln 2 for
 at least 3 evaluations before the transition; bursty: ICL accuracy within 0.1 of B/N).
@@ -36,13 +40,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from icl_lab.config import ConfigError, did_you_mean
+from icl_lab.experiments.grid import run_grid
 from icl_lab.phases import find_transition
 from icl_lab.presets import get_preset
 from icl_lab.run_config import RunConfig
-from icl_lab.store import load_run, run_state
+from icl_lab.store import load_run
 from interventions import Intervention
 
 
@@ -62,7 +68,15 @@ PREV_TOKEN = Intervention(
     hook="blocks.0.attn.hook_pattern", heads=(2,), target="previous_token_or_self", strength=1.0,
     name="L0H2 previous-token clamp",
 )
-PREV_TOKEN_INPUT = Intervention(hook="blocks.0.hook_attn_out", target="previous_token_input", name="layer 1 = ideal previous-token input")
+# their perfect_prev_token_input: layer 2's patterns computed as if layer 1 had put each item
+# exactly into its label's position, layer 2's values read the embeddings alone
+PREV_TOKEN_INPUT = (
+    Intervention(hook="blocks.0.hook_attn_out", target="zero", name="layer 1's output removed"),
+    Intervention(
+        hook="blocks.1.attn.hook_pattern", target="previous_token_input_pattern", gradient="value",
+        name="layer-2 patterns from the ideal previous-token input",
+    ),
+)
 INDUCTION = Intervention(
     hook="blocks.1.attn.hook_pattern", heads=(3,), query_positions="query", target="induction", name="L1H3 induction (ideal)",
 )
@@ -75,7 +89,12 @@ PAIRS_CONDITIONS = {
     "none": Condition("no intervention", baseline=None),
     "keep_one": Condition("only L1H3 kept in layer 2", (KEEP_ONE,)),
     "prev_token": Condition("keep_one + L0H2 previous-token clamp", (KEEP_ONE, PREV_TOKEN), baseline="keep_one"),
-    "prev_token_input": Condition("keep_one + layer 1 = ideal previous-token input", (KEEP_ONE, PREV_TOKEN_INPUT), baseline="keep_one"),
+    "prev_token_labels": Condition(
+        "keep_one + L0H2 previous-token clamp on the label rows only",
+        (KEEP_ONE, dataclasses.replace(PREV_TOKEN, query_positions="labels", name="L0H2 previous-token clamp (label rows)")),
+        baseline="keep_one",
+    ),
+    "prev_token_input": Condition("keep_one + layer 1 = ideal previous-token input", (KEEP_ONE, *PREV_TOKEN_INPUT), baseline="keep_one"),
     "induction": Condition("keep_one + L1H3 ideal induction pattern", (KEEP_ONE, INDUCTION), baseline="keep_one"),
     "perfect_copying": Condition("keep_one + perfect copying", (KEEP_ONE, PERFECT_COPYING), baseline="keep_one"),
     "perfect_copying_prev_token": Condition(
@@ -134,6 +153,8 @@ class Plateau:
     min_evals: int = 3
     transition: str = "icl_accuracy"
     direction: str = "up"
+    ceiling: float | None | str = "auto"  # the transition metric's best value (phases.find_transition)
+    cap: float | None = None  # falling metrics: values above it read as it (the plateau level)
 
 
 def conditions_for(task: str) -> dict[str, Condition]:
@@ -147,8 +168,11 @@ def conditions_for(task: str) -> dict[str, Condition]:
 
 def plateau_for(config: RunConfig) -> Plateau:
     if config.task == "pairs":
-        # the drop of the training loss from ln 2 (held-out ICL accuracy rises more gradually)
-        return Plateau("train_loss", math.log(2), transition="train_loss", direction="down")
+        # the drop of the training loss from ln 2 (held-out ICL accuracy rises more gradually),
+        # read on min(loss, ln 2): the early fall from ln L to ln 2 is not part of it (with 15
+        # labels it is long and would put the midpoint inside it), and a run without a plateau
+        # starts its drop at ln 2 at once; its best value 0 as the ceiling
+        return Plateau("train_loss", math.log(2), transition="train_loss", direction="down", ceiling=0.0, cap=math.log(2))
     c = config.task_config
     return Plateau("icl_accuracy", c.burstiness / c.context_pairs)  # a random context label
 
@@ -194,16 +218,8 @@ def check_interventions(configs: dict[str, RunConfig]) -> None:
                 raise ConfigError(f"condition {name!r}: {err}") from None
 
 
-def run_condition(config: RunConfig, condition: str, seed: int, out: Path, progress: bool) -> Path:
-    from icl_lab.train import train
-
-    run_dir = out / f"{condition}-seed{seed}"
-    if run_state(run_dir) == "done":
-        return run_dir  # resumable: finished runs are kept
-    if condition == "learned_head":
-        config = dataclasses.replace(config, interventions=condition_specs(condition, out / f"none-seed{seed}"))
-    train(config.with_overrides({"seed": seed}), run_dir, progress=progress, overwrite=True)
-    return run_dir
+def run_dir_of(out: Path, condition: str, seed: int) -> Path:
+    return out / f"{condition}-seed{seed}"
 
 
 def run_experiment(
@@ -213,15 +229,24 @@ def run_experiment(
     steps: int | None = None,
     progress: bool = True,
     overrides: dict | None = None,
-    preset: str = "bursty/small",
+    preset: str = "pairs/cpu",
+    group_size: int | None = None,
 ) -> pl.DataFrame:
-    """Run every condition (baselines first) over every seed, then tabulate."""
+    """Run every condition over every seed (as batched groups where the runs share shapes;
+    `group_size=1`: one at a time), then tabulate. Finished runs are kept, stopped ones resumed."""
     out = Path(out)
     base, configs, table = plan(preset, conditions, steps, overrides)
     check_interventions(configs)
-    for seed in seeds:
-        for condition, config in configs.items():
-            run_condition(config, condition, seed, out, progress)
+    later = [c for c in configs if c == "learned_head"]  # needs the finished `none` runs
+    for batch in ([c for c in configs if c not in later], later):
+        runs = []
+        for condition in batch:
+            for seed in seeds:
+                config = configs[condition]
+                if condition == "learned_head":
+                    config = dataclasses.replace(config, interventions=condition_specs(condition, run_dir_of(out, "none", seed)))
+                runs.append((run_dir_of(out, condition, seed), config.with_overrides({"seed": seed})))
+        run_grid(runs, group_size, progress)
     result = tabulate(out, table, seeds, configs, plateau_for(base))
     result.write_parquet(out / "singh_clamps.parquet")
     (out / "singh_clamps.md").write_text(markdown(result))
@@ -247,9 +272,12 @@ def tabulate(out: Path, table: dict[str, Condition], seeds: list[int], configs: 
         batch = configs[condition].train.batch_size
         steps, plateaus, finals = [], [], []
         for seed in seeds:
-            run = load_run(out / f"{condition}-seed{seed}")
+            run = load_run(run_dir_of(out, condition, seed))
             curve = run.curve(plateau.transition)
-            t = find_transition(curve["step"].to_numpy(), curve["value"].to_numpy(), direction=plateau.direction)
+            values = curve["value"].to_numpy()
+            if plateau.cap is not None:
+                values = np.minimum(values, plateau.cap)
+            t = find_transition(curve["step"].to_numpy(), values, direction=plateau.direction, ceiling=plateau.ceiling)
             steps.append(t.transition_step)
             plateaus.append(plateau_present(run, plateau, t.transition_step))
             finals.append(run.summary["final"]["icl_accuracy"])

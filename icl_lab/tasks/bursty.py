@@ -178,10 +178,10 @@ class BurstyTask:
         b = batch.size
         device = batch.inputs.device
         if kind == "previous_token":
-            pattern = torch.zeros(T, T, device=device)
-            idx = torch.arange(1, T, device=device)
-            pattern[idx, idx - 1] = 1.0
-            pattern[0, 0] = 1.0
+            # row t puts 1 on key max(t - 1, 0); built by comparison, not by assigning a Python
+            # scalar through an index (a host-to-device copy on CUDA, in every clamped step)
+            pos = torch.arange(T, device=device)
+            pattern = (pos[None, :] == (pos - 1).clamp(min=0)[:, None]).float()  # [T, T]
             return pattern.expand(b, T, T), torch.ones(b, T, dtype=torch.bool, device=device)
         if kind == "induction":
             N = batch.context_classes.shape[1]
