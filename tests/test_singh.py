@@ -227,3 +227,24 @@ def test_experiment_refuses_an_unknown_condition_before_any_run(tmp_path, capsys
     err = capsys.readouterr().err
     assert exit.value.code == 2 and "'prev_tokn'" in err and "prev_token_input" in err and "perfect_copying" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_pairs_transition_is_the_drop_from_ln2_not_the_fall_from_ln_L():
+    """Shaped like the measured 15-label runs: ln 15 at step 0, a long fall to ~0.8, a creep
+    along ln 2, then the drop to ~0 around step 900. The transition is that drop (where the loss
+    first falls halfway from ln 2 to its end), not the midpoint of the whole fall from ln 15;
+    a run that stays on the plateau has none."""
+    import numpy as np
+
+    from icl_lab.experiments.singh import plateau_for, transition_of
+
+    plateau = plateau_for(get_preset("pairs", "cpu").config)
+    steps = np.arange(0, 3001, 50)
+    early = math.log(15) * np.exp(-steps / 150) + 0.8 * (1 - np.exp(-steps / 150))  # ln 15 -> 0.8
+    drop = 1 / (1 + np.exp((steps - 900) / 60))  # 1 -> 0 around step 900
+    loss = early * drop + 0.01
+    t = transition_of(steps, loss, plateau)
+    halfway = steps[np.argmax(loss <= (math.log(2) + 0.01) / 2)]
+    assert t.transition_step == halfway and 850 <= halfway <= 950
+    stuck = transition_of(steps, early * 0.9 + 0.07, plateau)  # creeps down along ln 2, never drops
+    assert stuck.transition_step is None

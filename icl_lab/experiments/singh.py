@@ -258,6 +258,13 @@ def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
     return mean, statistics.stdev(values) if len(values) > 1 else None
 
 
+def transition_of(steps: np.ndarray, values: np.ndarray, plateau: Plateau):
+    """phases.find_transition of the curve of `plateau.transition`, read as the plateau says."""
+    if plateau.cap is not None:
+        values = np.minimum(values, plateau.cap)
+    return find_transition(steps, values, direction=plateau.direction, ceiling=plateau.ceiling)
+
+
 def plateau_present(run, plateau: Plateau, before_step: int | None) -> bool:
     """At least `min_evals` evaluations (after step 0, before the transition) within tolerance."""
     curve = run.curve(plateau.metric)
@@ -274,10 +281,7 @@ def tabulate(out: Path, table: dict[str, Condition], seeds: list[int], configs: 
         for seed in seeds:
             run = load_run(run_dir_of(out, condition, seed))
             curve = run.curve(plateau.transition)
-            values = curve["value"].to_numpy()
-            if plateau.cap is not None:
-                values = np.minimum(values, plateau.cap)
-            t = find_transition(curve["step"].to_numpy(), values, direction=plateau.direction, ceiling=plateau.ceiling)
+            t = transition_of(curve["step"].to_numpy(), curve["value"].to_numpy(), plateau)
             steps.append(t.transition_step)
             plateaus.append(plateau_present(run, plateau, t.transition_step))
             finals.append(run.summary["final"]["icl_accuracy"])
