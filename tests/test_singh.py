@@ -248,3 +248,18 @@ def test_pairs_transition_is_the_drop_from_ln2_not_the_fall_from_ln_L():
     assert t.transition_step == halfway and 850 <= halfway <= 950
     stuck = transition_of(steps, early * 0.9 + 0.07, plateau)  # creeps down along ln 2, never drops
     assert stuck.transition_step is None
+
+
+def test_one_hot_labels_are_their_own_dimensions_and_leave_everything_else_alone():
+    """label_encoding="one_hot": the same sequences (items, classes, labels, targets from the same
+    seed) with each label in a dimension of its own after the items' D, items zero there."""
+    plain, onehot = task_of(), task_of(label_encoding="one_hot")
+    a, b = (t.sample_batch(16, t.make_generator(5)) for t in (plain, onehot))
+    assert (plain.io.d_input, onehot.io.d_input) == (63, 68)
+    assert torch.equal(a.targets, b.targets) and torch.equal(a.context_labels, b.context_labels)
+    items = [0, 2, 4]
+    assert torch.equal(a.inputs[:, items], b.inputs[:, items, :63]) and not b.inputs[:, items, 63:].any()
+    assert not b.inputs[:, [1, 3], :63].any()
+    assert torch.equal(b.inputs[:, [1, 3], 63:], torch.eye(5)[b.context_labels])
+    with pytest.raises(ConfigError, match="'onehot' is not one of random, one_hot"):
+        PairsConfig(label_encoding="onehot")

@@ -9,7 +9,9 @@
     icl-lab patch RUN [--step N] [--over heads|positions|layers]
     icl-lab measure RUN [--measures M,...] [--steps S,... | all] [--device D]
     icl-lab sweep SPEC.toml --out DIR [--executor local|ray|batched] [--group-size M] [--workers N] [--threads N] [--retry-failed]
-    icl-lab experiment singh-clamps|anti-grokking [--seeds 0,1,2] [--steps N] [--out DIR] [--device D] [--threads N]
+    icl-lab experiment singh-clamps|reddy-phases|anti-grokking [--seeds 0,1,2] [--steps N] [--out DIR] [--device D]
+                       [--threads N] [--preset P] [--set KEY=VALUE ...] [--conditions C,...] [--grid KEY=V,...]
+                       [--group-size M]
 
 Every argument is checked before any work starts: a bad value exits with code 2 and one line
 `icl-lab VERB: error: ...` naming it and the valid choices, with nothing written. `--help`,

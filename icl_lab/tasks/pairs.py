@@ -35,6 +35,9 @@ from icl_lab.tasks.bursty import BurstyTask, cluster_items
 SEQ_LEN = 5  # x_a ℓ_a x_b ℓ_b x_q
 
 
+LABEL_ENCODINGS = ("random", "one_hot")
+
+
 @dataclass(frozen=True)
 class PairsConfig:
     """Parameters of the pairs task (Singh et al.'s defaults: 50 / 100 classes, 5 labels)."""
@@ -46,6 +49,11 @@ class PairsConfig:
     dim: int = 63  # D
     within_class_noise: float = 0.1  # ε
     eval_size: int = 1024  # sequences per evaluation set
+    # how a label enters the model: "random", a fixed random vector in the items' D dimensions
+    # (through the same input map); "one_hot", its own dimension of L more (items are zero
+    # there), so the input map's column for it is a learned label embedding, as the label
+    # tokens of Singh et al.'s model are
+    label_encoding: str = "random"
 
     def __post_init__(self) -> None:
         if self.num_classes < 2 or self.held_out_classes < 2:
@@ -61,6 +69,8 @@ class PairsConfig:
                 f"task.held_out_pair_fraction={self.held_out_pair_fraction} holds out {held} of the {total} "
                 f"label pairs of {self.num_labels} labels; it must hold out at least 1 and keep at least 1"
             )
+        if self.label_encoding not in LABEL_ENCODINGS:
+            raise ConfigError(f"task.label_encoding {self.label_encoding!r} is not one of {', '.join(LABEL_ENCODINGS)}")
         if self.within_class_noise < 0 or self.dim < 1 or self.eval_size < 1:
             raise ConfigError("task.within_class_noise must be >= 0, task.dim and task.eval_size >= 1")
 
@@ -90,6 +100,9 @@ class PairsTask:
         # Drawn on CPU then moved, so the task is the same on every device.
         self.class_means = (torch.randn(total, c.dim, generator=gen) / math.sqrt(c.dim)).to(self.device)
         self.label_vectors = (torch.randn(c.num_labels, c.dim, generator=gen) / math.sqrt(c.dim)).to(self.device)
+        self.d_input = c.dim + (c.num_labels if c.label_encoding == "one_hot" else 0)
+        if c.label_encoding == "one_hot":  # [L, D + L]: zero in the items' dimensions, one-hot after them
+            self.label_vectors = F.pad(torch.eye(c.num_labels, device=self.device), (c.dim, 0))
         pairs = torch.combinations(torch.arange(c.num_labels), 2)  # [L(L−1)/2, 2], i < j
         shuffled = pairs[torch.randperm(len(pairs), generator=gen)]
         self.held_out_pairs = shuffled[: c.held_out_pairs].to(self.device)
@@ -99,7 +112,7 @@ class PairsTask:
     @property
     def io(self) -> ModelIO:
         c = self.config
-        return ModelIO(self.input_kind, n_ctx=SEQ_LEN, n_outputs=c.num_labels, seq_len=SEQ_LEN, d_input=c.dim)
+        return ModelIO(self.input_kind, n_ctx=SEQ_LEN, n_outputs=c.num_labels, seq_len=SEQ_LEN, d_input=self.d_input)
 
     def loss(self, logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
         """Cross-entropy of the query's label: −log softmax(logits)[target], batch mean."""
@@ -137,8 +150,9 @@ class PairsTask:
         which = self._randint(2, size, gen)[:, None]  # the exemplar the query matches
         query_class = context_classes.gather(1, which)[:, 0]
         noise = self.config.within_class_noise
-        items = cluster_items(self.class_means[context_classes], noise, gen)  # [b, 2, D]
-        query = cluster_items(self.class_means[query_class], noise, gen)  # [b, D]
+        extra = (0, self.d_input - self.config.dim)  # one-hot labels: zero label dimensions
+        items = F.pad(cluster_items(self.class_means[context_classes], noise, gen), extra)  # [b, 2, d_input]
+        query = F.pad(cluster_items(self.class_means[query_class], noise, gen), extra)  # [b, d_input]
         label_vectors = self.label_vectors[labels]  # [b, 2, D]
         inputs = torch.stack([items[:, 0], label_vectors[:, 0], items[:, 1], label_vectors[:, 1], query], dim=1)
         return TaskBatch(
