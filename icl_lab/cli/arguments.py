@@ -59,16 +59,17 @@ def threads(text: str) -> int:
     return value
 
 
-# The default thread policy, from benchmarks/threads.py (bursty/small on 2 cores; figures in the
-# README): one run of these small models gains little from a second thread alone, and loses
-# most of its speed to it when another process shares the cores (OpenMP's waiting threads
-# spin), so a single run takes 1 thread; a batched group's ops are M times larger, so
-# experiments take the cores, and a sweep splits them between its workers.
-SINGLE_RUN_THREADS = 1
+# The default thread policy, from benchmarks/threads.py (bursty/small, 2 idle cores, figures in
+# the README): with OpenMP's default spinning, two 2-thread runs side by side fell to 0.14x of
+# one 1-thread run; icl_lab sets OMP_WAIT_POLICY=PASSIVE (icl_lab/__init__.py), after which a
+# lone run gains 1.23x from its second thread and two 2-thread runs together lose 4% against
+# two 1-thread runs. So a run and an experiment take torch's own count (the cores), and a sweep
+# splits the cores between its workers.
+SINGLE_RUN_THREADS = None
 THREADS_HELP = ("torch CPU threads (1..cores); default {default}; OMP_NUM_THREADS, when set, is the default instead. "
                 "Recorded in config.json (device_description)")
-SINGLE_RUN_DEFAULT = (f"{SINGLE_RUN_THREADS} (a small model gains little from a second thread alone and loses most of "
-                      "its speed to one when another process shares the cores: benchmarks/threads.py)")
+SINGLE_RUN_DEFAULT = ("the cores (with passive OpenMP waiting, set by icl_lab, a second thread speeds a lone run up and "
+                      "costs little when another process shares the cores: benchmarks/threads.py)")
 
 
 @contextlib.contextmanager
