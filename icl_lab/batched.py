@@ -102,11 +102,8 @@ def train_group(
             bar.close()
             for member in members:
                 member.close_engine()
-        results = [member.finish() for member in members]
-        for member, result in zip(members, results):  # which runs trained together, still under each run's lock
-            result.summary["group"] = {"size": len(members), "members": [out.name for out in outs]}
-            member.writer.write_summary(result.summary)
-        return results
+        group = {"group": {"size": len(members), "members": [out.name for out in outs]}}  # which runs trained together
+        return [member.finish(group) for member in members]
 
 
 class Lane:

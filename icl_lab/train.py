@@ -247,12 +247,14 @@ class TrainingRun:
         if self.engine is not None:
             self.engine.close()
 
-    def finish(self) -> TrainResult:
-        """After training: the task's post-training work, summary.json, status done."""
+    def finish(self, extra: dict[str, Any] | None = None) -> TrainResult:
+        """After training: the task's post-training work, summary.json (with `extra` entries),
+        status done."""
         out = self.writer.dir
         after = task_after_training(self.task, out)
         summary = summarize(out, self.config, self.run.wall_seconds)
         summary.update(after)
+        summary.update(extra or {})
         if self.engine is not None:
             summary["intervention_calls"] = self.engine.call_counts()
         self.run.finish(summary, steps=self.cfg.steps)

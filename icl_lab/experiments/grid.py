@@ -13,6 +13,7 @@ one with `train`, the way a plain loop over the grid would (the wall-time baseli
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,3 +81,9 @@ def run_grid(runs: list[tuple[Path, RunConfig]], group_size: int | None = None, 
     timing.trained = len(new)
     timing.wall_seconds = time.perf_counter() - start
     return timing
+
+
+def mean_sd(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation over seeds (None where undefined: no values, or one)."""
+    mean = statistics.fmean(values) if values else None
+    return mean, statistics.stdev(values) if len(values) > 1 else None

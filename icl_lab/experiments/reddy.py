@@ -27,7 +27,7 @@ from pathlib import Path
 import polars as pl
 
 from icl_lab.config import ConfigError
-from icl_lab.experiments.grid import run_grid
+from icl_lab.experiments.grid import mean_sd, run_grid
 from icl_lab.phases import find_transition
 from icl_lab.presets import get_preset
 from icl_lab.run_config import RunConfig
@@ -90,10 +90,6 @@ def run_experiment(
     return result
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float | None]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
-
-
 def tabulate(out: Path, runs: list[tuple[int, int, int, RunConfig]]) -> pl.DataFrame:
     cells: dict[tuple[int, int], list[dict]] = {}
     for k, b, seed, _ in runs:
@@ -106,8 +102,8 @@ def tabulate(out: Path, runs: list[tuple[int, int, int, RunConfig]]) -> pl.DataF
         )
     rows = []
     for (k, b), seeds in cells.items():
-        icl, icl_sd = _mean_sd([s["icl"] for s in seeds])
-        iwl, iwl_sd = _mean_sd([s["iwl"] for s in seeds])
+        icl, icl_sd = mean_sd([s["icl"] for s in seeds])
+        iwl, iwl_sd = mean_sd([s["iwl"] for s in seeds])
         found = [s["step"] for s in seeds if s["step"] is not None]
         rows.append({
             "K": k, "B": b, "seeds": len(seeds),

@@ -44,7 +44,7 @@ import numpy as np
 import polars as pl
 
 from icl_lab.config import ConfigError, did_you_mean
-from icl_lab.experiments.grid import run_grid
+from icl_lab.experiments.grid import mean_sd, run_grid
 from icl_lab.phases import find_transition
 from icl_lab.presets import get_preset
 from icl_lab.run_config import RunConfig
@@ -253,11 +253,6 @@ def run_experiment(
     return result
 
 
-def _mean_sd(values: list[float]) -> tuple[float | None, float | None]:
-    mean = statistics.fmean(values) if values else None
-    return mean, statistics.stdev(values) if len(values) > 1 else None
-
-
 def transition_of(steps: np.ndarray, values: np.ndarray, plateau: Plateau):
     """phases.find_transition of the curve of `plateau.transition`, read as the plateau says."""
     if plateau.cap is not None:
@@ -286,7 +281,7 @@ def tabulate(out: Path, table: dict[str, Condition], seeds: list[int], configs: 
             plateaus.append(plateau_present(run, plateau, t.transition_step))
             finals.append(run.summary["final"]["icl_accuracy"])
         found = [s * batch for s in steps if s is not None]
-        mean, sd = _mean_sd(found)
+        mean, sd = mean_sd(found)
         means[condition] = mean
         base = means.get(spec.baseline) if spec.baseline else None
         rows.append({
