@@ -197,7 +197,15 @@ def test_sweep_file_holds_the_experiments_conditions():
     by_condition = {r.axes["condition"]: r.config["interventions"] for r in runs if r.axes["seed"] == 0}
     for name, specs in by_condition.items():
         assert [Intervention.from_dict(d) for d in specs] == list(PAIRS_CONDITIONS[name].specs), name
-    assert len(load_sweep(ROOT / "sweeps" / "singh_pairs_data.toml")[0]) == 18
+    data_runs, _ = load_sweep(ROOT / "sweeps" / "singh_pairs_data.toml")
+    assert len(data_runs) == 18
+    # their scaling runs keep one layer-2 head, as the experiment's data conditions do
+    for run in data_runs:
+        labels, classes = run.axes["task.num_labels"], run.axes["task.num_classes"]
+        condition = {(5, 50): "keep_one", (10, 50): "labels_10", (15, 50): "labels_15", (5, 200): "classes_200"}.get((labels, classes))
+        if condition is not None:
+            assert [Intervention.from_dict(d) for d in run.config["interventions"]] == list(PAIRS_CONDITIONS[condition].specs), condition
+            assert dict(PAIRS_CONDITIONS[condition].settings).get("task.num_labels", 5) == labels
 
 
 def test_experiment_table_over_two_conditions(tmp_path, capsys):

@@ -17,7 +17,9 @@ previous-token head L0H2 (`PAIRS_CONDITIONS`, mirrored in sweeps/singh_pairs.tom
 - `induction`: + L1H3's query row clamped to the ideal induction pattern (matching);
 - `perfect_copying`: + the output logits taken from L1H3's scores over the two context labels
   (`perfect_copying`); `perfect_copying_prev_token`: the same with the L0H2 clamp;
-- `labels_10`, `labels_15`, `classes_200`: the data conditions (no clamp, baseline `none`).
+- `labels_10`, `labels_15`, `classes_200`: the data conditions, no clamp, on `keep_one` as in
+  their scaling runs (`ih_paper_runs.sh` ablates the other layer-2 heads there too), baseline
+  `keep_one`; `labels_15_all_heads`: 15 labels with all eight layer-2 heads, baseline `none`.
 
 On the bursty task (`bursty/small`, today's CPU experiment, `CONDITIONS`): `none`,
 `prev_token` (L0H0 ideal previous-token on label rows), `induction` (L1H0 ideal induction),
@@ -100,9 +102,12 @@ PAIRS_CONDITIONS = {
     "perfect_copying_prev_token": Condition(
         "keep_one + perfect copying + L0H2 clamp", (KEEP_ONE, PREV_TOKEN, PERFECT_COPYING), baseline="keep_one"
     ),
-    "labels_10": Condition("10 labels", settings=(("task.num_labels", 10),)),
-    "labels_15": Condition("15 labels", settings=(("task.num_labels", 15),)),
-    "classes_200": Condition("200 training classes", settings=(("task.num_classes", 200),)),
+    # their data conditions (ih_paper_runs.sh, Figure 6) keep one layer-2 head too
+    "labels_10": Condition("keep_one + 10 labels", (KEEP_ONE,), settings=(("task.num_labels", 10),), baseline="keep_one"),
+    "labels_15": Condition("keep_one + 15 labels", (KEEP_ONE,), settings=(("task.num_labels", 15),), baseline="keep_one"),
+    "classes_200": Condition("keep_one + 200 training classes", (KEEP_ONE,), settings=(("task.num_classes", 200),), baseline="keep_one"),
+    # the same with all eight layer-2 heads (the factor study's row: how many heads can copy)
+    "labels_15_all_heads": Condition("15 labels, all layer-2 heads", settings=(("task.num_labels", 15),)),
 }
 
 CONDITIONS = ("none", "prev_token", "induction", "learned_head")  # the bursty experiment's
