@@ -79,7 +79,8 @@ class PositionRoles(Protocol):
 class IdealAttention(Protocol):
     def ideal_attention(self, kind: str, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """(pattern [batch, query_pos, key_pos], defined [batch, query_pos]) for `kind`
-        'previous_token' or 'induction'; rows where `defined` is False are left alone."""
+        'previous_token', 'induction' or 'other_labels' (the query on the context labels of
+        other classes; used by `induction_or_other`); rows where `defined` is False are left alone."""
 
 
 # load_reference(run, step, device) -> the HookedModel stored in another run at `step`

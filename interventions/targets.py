@@ -212,6 +212,24 @@ class PreviousTokenOrSelf(IdealPattern):
         return prev[:, None].to(act.dtype) + (1 - s) / s * (itself - act.detach()), defined[:, None, :, None]
 
 
+@register
+class InductionOrOther(IdealPattern):
+    """Singh et al.'s induction clamp of strength s: s of the query's attention on the correct
+    context label (the task's `induction` pattern), 1 − s on the other context label(s) (its
+    `other_labels` pattern). As `previous_token_or_self`, value = ind + ((1 − s)/s)·(other − act)
+    so that the engine's (1 − s)·act + s·value is exactly s·ind + (1 − s)·other."""
+
+    name = "induction_or_other"
+
+    def value(self, act, site, engine):
+        batch = engine.model.current_batch
+        induction, defined = engine.task.ideal_attention("induction", batch)
+        other, _ = engine.task.ideal_attention("other_labels", batch)
+        s = self.spec.strength
+        value = induction[:, None].to(act.dtype) + (1 - s) / s * (other[:, None].to(act.dtype) - act.detach())
+        return value, defined[:, None, :, None]
+
+
 class SameForward(Target):
     """Reads other hooks' activations from the same forward: before each forward it adds a
     recording hook at each source (`sources`), and `value` takes the recording and removes

@@ -100,6 +100,41 @@ def test_previous_token_or_self_puts_s_on_the_previous_token_and_the_rest_on_its
     assert torch.equal(pattern[:, 3], free["blocks.0.attn.hook_pattern"][:, 3])  # other heads untouched
 
 
+def test_induction_or_other_puts_s_on_the_correct_label_and_the_rest_on_the_other():
+    """Their induction clamp of strength s, checked against the batch itself: the query row puts
+    s on the label position whose item has the query's class and 1 − s on the other label
+    position; every other row and head is the model's own."""
+    model, task, batch = model_and_task()
+    spec = Intervention(hook="blocks.1.attn.hook_pattern", heads=(3,), query_positions="query", target="induction_or_other", strength=0.7)
+    _, cache = run_with(model, task, batch, [spec], ["blocks.1.attn.hook_pattern"])
+    _, free = model.run_with_cache(batch.inputs, batch.positions, names=["blocks.1.attn.hook_pattern"], batch=batch)
+    pattern, own = cache["blocks.1.attn.hook_pattern"], free["blocks.1.attn.hook_pattern"]
+    for b in range(8):
+        correct = 1 if batch.context_classes[b, 0] == batch.query_class[b] else 3
+        expected = torch.zeros(5)
+        expected[correct], expected[4 - correct] = 0.7, 0.3
+        assert torch.allclose(pattern[b, 3, 4], expected, atol=1e-6)
+    assert torch.equal(pattern[:, 3, :4], own[:, 3, :4]) and torch.equal(pattern[:, :3], own[:, :3])
+
+
+@pytest.mark.parametrize("pairs, burstiness", [(4, 2), (2, 2)])  # (2, 2): no wrong label on offer
+def test_other_labels_pattern_on_the_bursty_task_spreads_over_the_wrong_labels(pairs, burstiness):
+    from icl_lab.tasks.bursty import BurstyConfig, BurstyTask
+
+    task = BurstyTask(BurstyConfig(num_classes=64, num_labels=8, context_pairs=pairs, burstiness=burstiness), seed=0)
+    batch = task.sample_batch(32, task.make_generator(3))
+    other, defined = task.ideal_attention("other_labels", batch)
+    assert torch.equal(defined, task.ideal_attention("induction", batch)[1])
+    for b in range(32):
+        classes, q = batch.context_classes[b].tolist(), int(batch.query_class[b])
+        wrong = [2 * i + 1 for i, c in enumerate(classes) if c != q]
+        right = [2 * i + 1 for i, c in enumerate(classes) if c == q]
+        expected = torch.zeros(2 * pairs + 1)
+        expected[wrong or right] = 1 / len(wrong or right)
+        assert torch.allclose(other[b, -1], expected), (classes, q)
+        assert other[b, :-1].abs().sum() == 0
+
+
 def test_previous_token_input_gives_each_token_its_predecessors_input():
     model, task, batch = model_and_task()
     spec = Intervention(hook="blocks.0.hook_attn_out", target="previous_token_input")

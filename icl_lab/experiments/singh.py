@@ -14,7 +14,8 @@ previous-token head L0H2 (`PAIRS_CONDITIONS`, mirrored in sweeps/singh_pairs.tom
   their `perfect_prev_token_input`: layer 2's patterns computed from inputs where each inner
   position holds its predecessor's embedding alone (`previous_token_input_pattern`, gradient to
   layer 2's QK), and layer 1's output zeroed so layer 2's values read the embeddings;
-- `induction`: + L1H3's query row clamped to the ideal induction pattern (matching);
+- `induction`: + L1H3's query row clamped to the ideal induction pattern (matching; s = 1,
+  where target `induction_or_other`, their semantics for s < 1, is the same);
 - `perfect_copying`: + the output logits taken from L1H3's scores over the two context labels
   (`perfect_copying`); `perfect_copying_prev_token`: the same with the L0H2 clamp;
 - `labels_10`, `labels_15`, `classes_200`: the data conditions, no clamp, on `keep_one` as in

@@ -173,6 +173,9 @@ class BurstyTask:
         induction: the query attends uniformly to the labels that follow items of its class,
             A[q, 2i+1] = [class_i = class_q] / #{i: class_i = class_q}. Defined on the query row
             of sequences whose query class occurs in the context.
+        other_labels: the query attends uniformly to the labels that follow items of *other*
+            classes (the wrong answers on offer); where every context item is of the query's
+            class, the induction pattern. Defined where induction is.
         """
         T = batch.inputs.shape[1]
         b = batch.size
@@ -192,7 +195,16 @@ class BurstyTask:
             defined = match.new_zeros(b, T, dtype=torch.bool)
             defined[:, T - 1] = count[:, 0] > 0
             return pattern, defined
-        raise ValueError(f"unknown ideal pattern {kind!r}; valid: previous_token, induction")
+        if kind == "other_labels":
+            induction, defined = self.ideal_attention("induction", batch)
+            N = batch.context_classes.shape[1]
+            other = (batch.context_classes != batch.query_class[:, None]).float()  # [b, N]
+            count = other.sum(dim=1, keepdim=True)
+            pattern = other.new_zeros(b, T, T)
+            pattern[:, T - 1, 1 : 2 * N : 2] = other / count.clamp(min=1)
+            none_other = (count[:, 0] == 0)[:, None, None]
+            return torch.where(none_other, induction, pattern), defined
+        raise ValueError(f"unknown ideal pattern {kind!r}; valid: previous_token, induction, other_labels")
 
     def corrupted_twin(self, batch: TaskBatch, gen: torch.Generator) -> TaskBatch:
         """The same sequences relabelled: every label (context and target) shifted by a random
