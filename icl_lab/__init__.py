@@ -22,7 +22,7 @@ from icl_lab.presets import PRESETS, get_preset, register_preset
 from icl_lab.run_config import RunConfig
 from icl_lab.store import RunError, load_checkpoint, load_metrics, load_run
 from icl_lab.tasks import BurstyConfig, BurstyTask, Task, make_task, register_task
-from icl_lab.train import TrainResult, train
+from icl_lab.train import TrainResult, extend, train
 from icl_lab.batched import train_group
 
 
@@ -50,6 +50,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "build_model",
+    "extend",
     "find_transition",
     "get_preset",
     "load_checkpoint",

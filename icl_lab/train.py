@@ -30,10 +30,13 @@ from icl_lab.lifecycle import RunLifecycle
 from icl_lab.store import (
     RunError,
     TrainingState,
+    atomic_write_json,
     check_new_run_dir,
     intact_state_steps,
     load_metrics,
     load_training_state,
+    paths,
+    read_config,
 )
 from icl_lab.tasks import make_task, task_after_training
 from icl_lab.checkpoints import load_model, restore_weights, run_config_of  # load_model: the checkpoint target's reference models
@@ -124,11 +127,14 @@ class TrainingRun:
         self.run = RunLifecycle.start(out, run_record(self.config, self.device), verb="train", overwrite=overwrite)
         return -1
 
-    def reopen(self, out: str | Path) -> int:
+    def reopen(self, out: str | Path, extend_from: int | None = None) -> int:
         """Take a stopped run's lock and restore everything from its newest intact checkpoint;
-        the step training continues from (-1: none, start again at step 0)."""
-        self.run = RunLifecycle.resume(out, verb="resume")
+        the step training continues from (-1: none, start again at step 0). `extend_from`: the
+        run's stored length, which config.json's train.steps is raised from (see `extend`)."""
+        self.run = RunLifecycle.resume(out, verb="resume --steps" if extend_from is not None else "resume")
         try:
+            if extend_from is not None:
+                record_extension(Path(out), self.config, self.device, extend_from)
             start_step = resumable_step(Path(out), self.config)
             if start_step >= 0:
                 state = load_training_state(out, start_step)  # intact: checked by resumable_step
@@ -261,6 +267,43 @@ class TrainingRun:
         return TrainResult(run_dir=out, model=self.model, task=self.task, summary=summary)
 
 
+def check_extension(config: RunConfig, steps: int) -> None:
+    """Refuse, before anything is written, an extension that would not equal a longer run."""
+    if steps <= config.train.steps:
+        raise ConfigError(f"--steps {steps} must be more than the run's train.steps={config.train.steps}")
+    if config.train.schedule != "constant":
+        raise ConfigError(
+            f"cannot extend a run with train.schedule={config.train.schedule!r}: its learning rate decays over "
+            f"train.steps={config.train.steps}, so a longer run would have had another schedule; valid: 'constant'"
+        )
+
+
+def record_extension(out: Path, config: RunConfig, device: torch.device, extend_from: int) -> None:
+    """config.json (under the run's lock): train.steps raised to `config`'s, and one more entry
+    in its `extended` list (from, to, and this part's versions, git commit, device and time)."""
+    record = read_config(out)
+    if record.get("train", {}).get("steps") != extend_from:
+        raise ConfigError(f"cannot extend {out}: its train.steps changed to {record.get('train', {}).get('steps')} since it was read")
+    record["train"] = {**record["train"], "steps": config.train.steps}
+    record["extended"] = [*record.get("extended", []), {"from": extend_from, "to": config.train.steps, **provenance_record(device)}]
+    atomic_write_json(paths(out).config, record)
+
+
+def extend(out: str | Path, steps: int, *, progress: bool = True) -> TrainResult:
+    """Train a run on past its configured length, to `steps` (`icl-lab resume RUN --steps N`):
+    a finished run continues from its last checkpoint, a stopped one from its newest, with
+    weights, optimizer, data stream and clamp state restored. With a constant schedule this
+    equals a run configured with `steps` from the start; the one difference is the evaluation
+    (and checkpoint) the shorter run made at its last step, when that step is not on the
+    `eval_every` grid (the following evaluation's train_loss window then starts there). Clamp
+    windows that end at -1 (the run's end) go on to the new end. config.json's train.steps
+    becomes `steps`; its `extended` list records the part (from, to, versions, git commit)."""
+    stored = run_config_of(out)
+    check_extension(stored, steps)
+    longer = stored.with_overrides({"train.steps": steps})
+    return train(longer, out, progress=progress, resume=True, extend_from=stored.train.steps)
+
+
 def train(
     config: RunConfig,
     out: str | Path,
@@ -268,6 +311,7 @@ def train(
     progress: bool = True,
     overwrite: bool = False,
     resume: bool = False,
+    extend_from: int | None = None,
 ) -> TrainResult:
     """Train `config` and store the run in `out`. Returns the trained model and the summary.
 
@@ -281,7 +325,7 @@ def train(
     if not resume:
         check_new_run_dir(out, overwrite)
     run = TrainingRun(config, device)
-    start_step = run.reopen(out) if resume else run.start(out, overwrite)
+    start_step = run.reopen(out, extend_from) if resume else run.start(out, overwrite)
     cfg = config.train
     bar = tqdm(total=cfg.steps, initial=max(start_step, 0), disable=not progress, desc=f"{config.task}/{config.preset or 'custom'}", unit="step")
     with run.run:
