@@ -46,7 +46,11 @@ the curve y(step) of a rising metric (an accuracy; `direction="down"` flips a fa
 Falling metrics (a loss: Singh et al.'s ln 2 plateau then a drop to ~0) work with
 `direction="down"`, but the ceiling rule needs a bounded score: a loss has no default ceiling,
 so only `min_rise` (in nats) decides, and the early drop from ln L to ln 2 of a run that never
-learns ICL passes it. Pass accuracy (what the trainer tracks) to tell those runs apart.
+learns ICL passes it. A `Reading` fixes both for a task whose plateau level is known: the
+curve is read on min(loss, plateau) (max for a rising metric), so the approach to the plateau
+is not part of any rise, with the metric's best value as the ceiling. Tasks declare theirs in
+`transition_readings` (the pairs task: the training loss from ln 2, best value 0), and
+summary.json reads each tracked metric with its task's reading, else the default one.
 """
 
 from __future__ import annotations
@@ -72,6 +76,26 @@ class Transition:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a metric's transition is read: `find_transition` with `direction` and `ceiling` on
+    the curve clipped at `plateau`, the level a run sits at before the transition (values on
+    the far side of it, the approach from chance or from ln L, read as the plateau itself)."""
+
+    direction: str = "up"
+    ceiling: float | None | Literal["auto"] = "auto"
+    plateau: float | None = None
+
+    def clip(self, values) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float64)
+        if self.plateau is None:
+            return values
+        return np.minimum(values, self.plateau) if self.direction == "down" else np.maximum(values, self.plateau)
+
+    def find(self, steps, values) -> "Transition":
+        return find_transition(steps, self.clip(values), direction=self.direction, ceiling=self.ceiling)
 
 
 def running_median(values: np.ndarray, window: int = 3) -> np.ndarray:

@@ -211,7 +211,7 @@ PAIRS_MEASURES = ("icl_accuracy", "eval_loss", "context_label_accuracy", "induct
 
 
 def _pairs(name: str, description: str, task: PairsConfig, train: TrainConfig) -> Preset:
-    return register_preset("pairs", name, description, task, MODEL_PRESETS["singh"], train, PAIRS_MEASURES, ("icl_accuracy",))
+    return register_preset("pairs", name, description, task, MODEL_PRESETS["singh"], train, PAIRS_MEASURES, ("train_loss", "icl_accuracy"))
 
 
 _pairs(

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from icl_lab.config import ConfigError, TrainConfig, is_log_spaced
 from icl_lab.measures import evaluate
-from icl_lab.phases import find_transition
+from icl_lab.phases import Reading
 from icl_lab.provenance import provenance_record, resolve_device
 from icl_lab.run_config import RunConfig
 from icl_lab.lifecycle import RunLifecycle
@@ -258,7 +258,7 @@ class TrainingRun:
         status done."""
         out = self.writer.dir
         after = task_after_training(self.task, out)
-        summary = summarize(out, self.config, self.run.wall_seconds)
+        summary = summarize(out, self.config, self.run.wall_seconds, getattr(self.task, "transition_readings", {}))
         summary.update(after)
         summary.update(extra or {})
         if self.engine is not None:
@@ -400,13 +400,14 @@ def check_interventions_fired(engine: InterventionEngine, train_steps: int, eval
                 )
 
 
-def summarize(run_dir: Path, config: RunConfig, wall_seconds: float) -> dict[str, Any]:
-    """Transitions of the tracked metrics, plus the final values of every metric."""
+def summarize(run_dir: Path, config: RunConfig, wall_seconds: float, readings: dict[str, Reading] | None = None) -> dict[str, Any]:
+    """Transitions of the tracked metrics (each read with the task's `readings` entry for it,
+    else phases.Reading()), plus the final values of every metric."""
     metrics = load_metrics(run_dir)
     transitions = {}
     for name in config.track:
         curve = metrics.filter(metrics["metric"] == name).sort("step")
-        found = find_transition(curve["step"].to_numpy(), curve["value"].to_numpy())
+        found = (readings or {}).get(name, Reading()).find(curve["step"].to_numpy(), curve["value"].to_numpy())
         entry = found.to_dict()
         if found.transition_step is not None:
             entry["transition_sequences"] = found.transition_step * config.train.batch_size

@@ -210,3 +210,54 @@ def test_real_run_that_never_learns_icl_has_no_transition(tmp_path, tiny_run_con
     found = summary["transitions"]["icl_accuracy"]
     assert found["transition_step"] is None and found["width"] is None
     assert found["y_hi"] == pytest.approx(0.5, abs=0.08) and "min_closed" in found["reason"]
+
+
+def pairs_curves(drop_at, steps=np.arange(0, 3050, 50)):
+    """Shaped like the pairs runs (15 labels): the training loss falls from ln 15 to ln 2, sits
+    there, and drops to ~0 around `drop_at` (None: never); held-out-pair accuracy creeps from
+    chance 1/15 to 1/2, then rises to ~0.85 with the drop."""
+    early = np.exp(-steps / 150)
+    drop = np.zeros_like(steps, dtype=float) if drop_at is None else 1 / (1 + np.exp(-(steps - drop_at) / 60))
+    loss = (math.log(15) * early + math.log(2) * (1 - early)) * (1 - drop) + 0.01
+    acc = (1 / 15 * early + 0.5 * (1 - early)) * (1 - drop) + 0.85 * drop
+    return steps, loss, acc
+
+
+def test_pairs_summary_reads_the_drop_from_ln2_and_the_rise_from_one_half(tmp_path):
+    """summary.json of a pairs run reads each tracked metric with the task's Reading: the loss's
+    drop from ln 2 (not the early fall from ln 15) and accuracy's rise from 1/2 (not the creep
+    from chance), each with its width measured on that rise; a run that stays on the plateau
+    has neither."""
+    from icl_lab.presets import get_preset
+    from icl_lab.store import metrics_frame
+    from icl_lab.tasks.pairs import PairsTask
+    from icl_lab.train import summarize
+
+    config = get_preset("pairs", "cpu").config
+    assert config.track == ("train_loss", "icl_accuracy")
+    for drop_at in (1200, None):
+        steps, loss, acc = pairs_curves(drop_at)
+        run = tmp_path / str(drop_at)
+        run.mkdir()
+        rows = [(int(s), "train_loss", float(v)) for s, v in zip(steps[1:], loss[1:])]
+        rows += [(int(s), "icl_accuracy", float(v)) for s, v in zip(steps, acc)]
+        metrics_frame(rows).write_parquet(run / "metrics.parquet")
+        found = summarize(run, config, 1.0, PairsTask.transition_readings)["transitions"]
+        if drop_at is None:
+            assert found["train_loss"]["transition_step"] is None and found["icl_accuracy"]["transition_step"] is None
+            continue
+        for name in ("train_loss", "icl_accuracy"):
+            t = found[name]
+            assert abs(t["transition_step"] - 1200) <= 50, (name, t)
+            assert 1000 <= t["start_step"] < 1200 < t["end_step"] <= 1400 and t["width"] <= 400, (name, t)
+        assert found["train_loss"]["y_lo"] == pytest.approx(math.log(2)) and found["icl_accuracy"]["y_lo"] == pytest.approx(0.5, abs=0.01)
+        assert found["train_loss"]["transition_sequences"] == found["train_loss"]["transition_step"] * config.train.batch_size
+
+
+def test_reading_clips_only_the_plateaus_far_side():
+    from icl_lab.phases import Reading
+
+    down, up = Reading("down", ceiling=0.0, plateau=math.log(2)), Reading("up", ceiling=None, plateau=0.5)
+    assert down.clip([2.7, 0.9, 0.69, 0.1]).tolist() == pytest.approx([math.log(2), math.log(2), 0.69, 0.1])
+    assert up.clip([0.07, 0.3, 0.6]).tolist() == pytest.approx([0.5, 0.5, 0.6])
+    assert Reading().clip([0.1, 0.9]).tolist() == [0.1, 0.9]

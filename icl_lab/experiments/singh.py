@@ -48,10 +48,11 @@ import polars as pl
 
 from icl_lab.config import ConfigError, did_you_mean
 from icl_lab.experiments.grid import mean_sd, run_grid
-from icl_lab.phases import find_transition
+from icl_lab.phases import Reading
 from icl_lab.presets import get_preset
 from icl_lab.run_config import RunConfig
 from icl_lab.store import load_run
+from icl_lab.tasks.pairs import PairsTask
 from interventions import Intervention
 
 
@@ -158,9 +159,7 @@ class Plateau:
     tolerance: float = 0.1
     min_evals: int = 3
     transition: str = "icl_accuracy"
-    direction: str = "up"
-    ceiling: float | None | str = "auto"  # the transition metric's best value (phases.find_transition)
-    cap: float | None = None  # falling metrics: values above it read as it (the plateau level)
+    reading: Reading = Reading()  # how the transition metric's curve is read
 
 
 def conditions_for(task: str) -> dict[str, Condition]:
@@ -177,8 +176,9 @@ def plateau_for(config: RunConfig) -> Plateau:
         # the drop of the training loss from ln 2 (held-out ICL accuracy rises more gradually),
         # read on min(loss, ln 2): the early fall from ln L to ln 2 is not part of it (with 15
         # labels it is long and would put the midpoint inside it), and a run without a plateau
-        # starts its drop at ln 2 at once; its best value 0 as the ceiling
-        return Plateau("train_loss", math.log(2), transition="train_loss", direction="down", ceiling=0.0, cap=math.log(2))
+        # starts its drop at ln 2 at once; its best value 0 as the ceiling. The task's own
+        # reading, which its runs' summary.json uses too
+        return Plateau("train_loss", math.log(2), transition="train_loss", reading=PairsTask.transition_readings["train_loss"])
     c = config.task_config
     return Plateau("icl_accuracy", c.burstiness / c.context_pairs)  # a random context label
 
@@ -261,9 +261,7 @@ def run_experiment(
 
 def transition_of(steps: np.ndarray, values: np.ndarray, plateau: Plateau):
     """phases.find_transition of the curve of `plateau.transition`, read as the plateau says."""
-    if plateau.cap is not None:
-        values = np.minimum(values, plateau.cap)
-    return find_transition(steps, values, direction=plateau.direction, ceiling=plateau.ceiling)
+    return plateau.reading.find(steps, values)
 
 
 def plateau_present(run, plateau: Plateau, before_step: int | None) -> bool:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from icl_lab.config import ConfigError
+from icl_lab.phases import Reading
 from icl_lab.tasks.base import ModelIO, TaskBatch
 from icl_lab.tasks.bursty import BurstyTask, cluster_items
 
@@ -91,6 +92,14 @@ class PairsTask:
     input_kind = "continuous"
     eval_set_names = ("icl", "trained")
     probe_set = "icl"
+    # summary.json's transitions (phases.Reading): the training loss's drop from its ln 2
+    # plateau (one of the two context labels at random) to its best value 0, read on
+    # min(loss, ln 2) so the early fall from ln L is not part of it; held-out-pair accuracy's
+    # rise from 1/2, read on max(acc, 1/2), without the ceiling rule (it ends near 0.8-0.9)
+    transition_readings = {
+        "train_loss": Reading("down", ceiling=0.0, plateau=math.log(2)),
+        "icl_accuracy": Reading("up", ceiling=None, plateau=0.5),
+    }
 
     def __init__(self, config: PairsConfig, seed: int, device: torch.device | str = "cpu"):
         self.config = c = config
