@@ -3,7 +3,8 @@
 EXPERIMENTS = {
     "singh-clamps": "Singh et al. (ICML 2024) on their own task (pairs/cpu by default): no clamp, "
     "one layer-2 head kept, previous-token clamp, perfect previous-token input, matching (ideal "
-    "induction pattern), perfect copying, 10/15 labels, 200 classes; transition in steps and "
+    "induction pattern), perfect copying, 10/15 labels, 200 classes (all with one layer-2 head "
+    "kept, as theirs; labels_15_all_heads: all eight); transition in steps and "
     "sequences per condition, mean ± sd over seeds, ratio to the baseline, plateau "
     "(--preset bursty/small: the earlier conditions on the bursty task).",
     "reddy-phases": "Reddy (ICLR 2024) figure 2 on the reference model (bursty/small): final ICL and "
