@@ -92,7 +92,7 @@ _bursty(
     "singh",
     "Singh et al. (ICML 2024) architecture: attention-only 2 layers x 8 heads, "
     "d_model 64, pre-LN, rotary, on the bursty task; Adam lr 1e-4 (theirs 1e-5 "
-    "for 1e6 steps at batch 32).",
+    "for 1e6 training sequences, 31,250 steps, at batch 32).",
     REFERENCE_TASK,
     "singh",
     TrainConfig(steps=20_000, batch_size=128, optimizer="adam", lr=1e-4, eval_every=200, checkpoint_every=2000),
@@ -218,10 +218,13 @@ _pairs(
     "paper",
     "Singh et al. (ICML 2024): two exemplar-label pairs and a query, 50 training / 100 "
     "held-out classes, 5 labels (8 training / 2 held-out pairs); attention-only 2 layers x 8 "
-    "heads, d_model 64, pre-LN, rotary; Adam lr 1e-5, batch 32, 1e6 steps, evaluation every "
-    "5k steps on 1k sequences, checkpoints every 1k (GPU length).",
+    "heads, d_model 64, pre-LN, rotary; Adam lr 1e-5, batch 32, their main run's 1e6 training "
+    "sequences (their train_iters counts sequences: main.py steps it by the batch size), so "
+    "31,250 steps; evaluation every 156 steps (their 5k sequences) on 1k sequences, "
+    "checkpoints every 313 steps (1e4 sequences; theirs every 1e3). Their clamp runs were 6e5 "
+    "sequences (--steps 18750), their label and class scaling runs 2e6 (--steps 62500).",
     PairsConfig(eval_size=1000),
-    TrainConfig(steps=1_000_000, batch_size=32, optimizer="adam", lr=1e-5, eval_every=5000, checkpoint_every=1000),
+    TrainConfig(steps=31_250, batch_size=32, optimizer="adam", lr=1e-5, eval_every=156, checkpoint_every=313),
 )
 _pairs(
     "cpu",
