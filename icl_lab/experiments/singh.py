@@ -22,6 +22,12 @@ previous-token head L0H2 (`PAIRS_CONDITIONS`, mirrored in sweeps/singh_pairs.tom
   their scaling runs (`ih_paper_runs.sh` ablates the other layer-2 heads there too), baseline
   `keep_one`; `labels_15_all_heads`: 15 labels with all eight layer-2 heads, baseline `none`.
 
+Their lengths are in sequences: their `main.py` steps its iteration counter by the batch size,
+and the figures plot it as "# sequences seen". The main run is 1e6 sequences (31,250 steps at
+batch 32: `pairs/paper`), the clamp runs 6e5 (18,750 steps), the label and class scaling runs
+2e6 (62,500 steps); their transitions (≈ 2.7e5 no clamp, 3.1e5 with one layer-2 head,
+1.4e6 with 15 labels) are sequences too, as this table's `transition_sequences` are.
+
 On the bursty task (`bursty/small`, today's CPU experiment, `CONDITIONS`): `none`,
 `prev_token` (L0H0 ideal previous-token on label rows), `induction` (L1H0 ideal induction),
 `learned_head` (the `none` run's strongest layer-2 head clamped to its own final pattern).
