@@ -132,11 +132,18 @@ def test_ray_and_local_executors_give_the_same_table(tmp_path):
         np.testing.assert_allclose(ours["value"].to_numpy(), theirs["value"].to_numpy(), rtol=RTOL, atol=ATOL, err_msg=run)
 
 
+def _default_sigint():
+    # as a terminal's foreground job: under `nohup ... &` the test runner itself (and so any
+    # child) ignores SIGINT, and the sweep rightly keeps an inherited SIG_IGN
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli_sweep(path, out, workers=1, **popen):
-    """`icl-lab sweep` in its own session (so a test can signal or kill it and all it started)."""
+    """`icl-lab sweep` in its own session (so a test can signal or kill it and all it started),
+    with Ctrl-C's default action whatever the test runner inherited."""
     cmd = [sys.executable, "-m", "icl_lab.cli", "sweep", str(path), "--out", str(out), "--no-progress", "--workers", str(workers)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd, start_new_session=True, env=env, **popen)
+    return subprocess.Popen(cmd, start_new_session=True, env=env, preexec_fn=_default_sigint, **popen)
 
 
 def member_states(out):
