@@ -75,7 +75,8 @@ def ablation_scan(
 def _ablation_table(run_dir: Path, step: int, kind: str, over: str, metrics: list[str] | None, device: str) -> pl.DataFrame:
     model, task, config = load_model(run_dir, step, device=device)
     batches = task.eval_sets()
-    baseline = {k: float(v) for k, v in evaluate(model, task, batches, list(config.measures)).items()}
+    measures = [m for m in config.measures if m != "llc"]  # seconds of SGLD per evaluation: not per ablation
+    baseline = {k: float(v) for k, v in evaluate(model, task, batches, measures).items()}
     names = metrics or sorted(baseline)
     unknown = [m for m in names if m not in baseline]
     if unknown:
@@ -84,7 +85,7 @@ def _ablation_table(run_dir: Path, step: int, kind: str, over: str, metrics: lis
     for layer, component, spec in component_specs(model, over, kind):
         with InterventionEngine(model, task, [spec]) as engine:
             engine.set_step(step, "eval")
-            values = evaluate(model, task, batches, list(config.measures))
+            values = evaluate(model, task, batches, measures)
         for metric in names:
             value = float(values[metric])
             rows.append({"layer": layer, "component": component, "metric": metric, "value": value,

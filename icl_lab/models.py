@@ -170,6 +170,21 @@ class LabModel(HookedLabModel, nn.Module):
             return state
         return {k: v.detach().contiguous() for k, v in state.items()}
 
+    def __deepcopy__(self, memo: dict) -> "LabModel":
+        """A new model with these weights, its train/eval mode, and no hooks or callbacks.
+
+        Rebuilt from the config rather than copied attribute by attribute: TL4's bridge wires
+        forward pre-hooks whose closures hold (weak) references to their own blocks, so a plain
+        deepcopy would keep writing the copy's activations into this model (found by the LLC
+        sampler, which copies the model once per chain). Hooks and intervention engines are
+        not copied: attach them to the copy."""
+        device = next(self.parameters()).device
+        copied = build_model(self.config, self.io, seed=0, device=device)
+        copied.load_checkpoint_state({k: v.clone() for k, v in self.checkpoint_state().items()})
+        copied.train(self.training)
+        memo[id(self)] = copied
+        return copied
+
     def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
         groups: dict[str, dict[str, torch.Tensor]] = {"bridge": {}, "input_map": {}, "readout": {}}
         for key, value in state.items():

@@ -45,15 +45,23 @@ def measure_run(
     device: str = "cpu",
     write: bool = True,
     progress: bool = True,
+    llc: dict | None = None,
 ) -> pl.DataFrame:
     """Compute `measures` (default: the progress suite) at `steps` (default: every checkpoint)
     and, with `write`, append them to RUN/metrics.parquet (replacing rows with the same step
     and metric). Everything is checked before the first checkpoint is loaded. Returns the new
-    rows (step, metric, value)."""
+    rows (step, metric, value).
+
+    `llc`: overrides of the run's `llc` settings ({"lr": 1e-4, "clamps": "off", ...}) for the
+    `llc` measure; with it, summary.json's `stages` is brought up to date (a finished run)."""
     run_dir = Path(run_dir)
     config = run_config_of(run_dir)
+    if llc:
+        config = config.with_overrides({f"llc.{k}": v for k, v in llc.items()})
     names = expand_measures(list(measures) if measures else ["progress"], config.task)
     validate_measures(names, config.task)
+    if "llc" in names:
+        check_llc(config)
     chosen = resolve_steps(run_dir, steps)
     dev = resolve_device(device)
     lock = RunLock.of_run(run_dir, "measure") if write else None
@@ -63,6 +71,8 @@ def measure_run(
         rows = _measure_checkpoints(run_dir, config, names, chosen, dev, progress)
         if write:
             append_metrics(run_dir, rows)
+            if "llc" in names:
+                update_stages(run_dir)
     finally:
         if lock is not None:
             lock.release()
@@ -78,6 +88,11 @@ def _measure_checkpoints(run_dir: Path, config, names: list[str], steps: list[in
 
         engine = InterventionEngine(model, task, config.interventions, load_reference=lambda run, step, device: load_model(run, step, device)[0])
     rows: list[tuple[int, str, float]] = []
+    llc_context = None
+    if "llc" in names:
+        from icl_lab.llc import POOL_SEED_OFFSET, LLCContext
+
+        llc_context = LLCContext(config.llc, pool_seed=config.seed + POOL_SEED_OFFSET, clamped_run=engine is not None)
     try:
         for step in tqdm(steps, disable=not progress, desc=f"measure {run_dir.name}", unit="ckpt"):
             restore_weights(model, run_dir, step)
@@ -88,7 +103,15 @@ def _measure_checkpoints(run_dir: Path, config, names: list[str], steps: list[in
                 else:
                     engine.set_running_means({})
                 engine.set_step(step, "eval")
-            values = evaluate(model, task, batches, names)
+            options = None
+            if llc_context is not None:
+                llc_context.step = step
+                if engine is not None:
+                    from icl_lab.llc import clamp_attacher
+
+                    llc_context.attach_clamps = clamp_attacher(config.interventions, task, step, engine.running_means(), engine.load_reference)
+                options = {"llc": llc_context}
+            values = evaluate(model, task, batches, names, options)
             names_sorted = sorted(values)
             host = torch.stack([values[n].double().cpu() for n in names_sorted]).tolist()
             rows += [(step, n, v) for n, v in zip(names_sorted, host)]
@@ -112,3 +135,30 @@ def parse_steps(text: str | None) -> list[int] | None:
         except ValueError:
             raise ConfigError(f"--steps: {part!r} is not a step number (write e.g. 0,500,1000 or all)") from None
     return out
+
+
+def check_llc(config) -> None:
+    """Everything the `llc` measure needs, before any checkpoint is loaded: devinterp, the
+    evaluation set it samples on, the parts the model has."""
+    from icl_lab.llc import require_devinterp
+    from icl_lab.tasks import task_class
+
+    require_devinterp()
+    sets = task_class(config.task).eval_set_names
+    if config.llc.data != "train" and config.llc.data not in sets:
+        raise ConfigError(f"llc.data={config.llc.data!r} is not train or one of the task's evaluation sets: {', '.join(sets)}")
+    if config.llc.parts:
+        from icl_lab.llc.parts import check_parts
+
+        check_parts(config.model, config.llc.parts)
+
+
+def update_stages(run_dir: Path) -> None:
+    """summary.json's `stages` from the run's LLC estimates (a finished run has a summary)."""
+    from icl_lab.stages import stages_of_run
+    from icl_lab.store import atomic_write_json, load_metrics, paths, read_summary
+
+    summary = read_summary(run_dir)
+    if summary:
+        summary["stages"] = stages_of_run(load_metrics(run_dir))
+        atomic_write_json(paths(run_dir).summary, summary)

@@ -17,6 +17,7 @@ from icl_lab.config import (
     replace_path,
     to_dict,
 )
+from icl_lab.llc.config import LLCConfig
 from icl_lab.model_config import ModelConfig
 from icl_lab.tasks import task_config_class
 from interventions.spec import Intervention
@@ -43,6 +44,7 @@ class RunConfig:
     device: str = "auto"
     preset: str = ""
     interventions: tuple[Intervention, ...] = ()
+    llc: LLCConfig = field(default_factory=LLCConfig)  # the `llc` measure's sampler settings
 
     def __post_init__(self) -> None:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
@@ -92,6 +94,7 @@ class RunConfig:
         keys = [f"task.{k}" for k in leaf_keys(self.task_config)]
         keys += [f"model.{k}" for k in leaf_keys(self.model)]
         keys += [f"train.{k}" for k in leaf_keys(self.train)]
+        keys += [f"llc.{k}" for k in leaf_keys(self.llc)]
         keys += ["measures", "track", "seed", "device"]
         return keys
 
@@ -104,7 +107,7 @@ class RunConfig:
         return config
 
     def _set(self, key: str, value: Any) -> "RunConfig":
-        sections = {"task": "task_config", "model": "model", "train": "train"}
+        sections = {"task": "task_config", "model": "model", "train": "train", "llc": "llc"}
         head, _, rest = key.partition(".")
         if rest and head in sections:
             attr = sections[head]
@@ -117,6 +120,7 @@ class RunConfig:
             owners = [
                 sec
                 for sec, attr in sections.items()
+                if sec != "llc"  # llc.* is always written in full (lr, batch_size, seed: also train's)
                 if key in [f.name for f in dataclasses.fields(getattr(self, attr))]
             ]
             if len(owners) == 1:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from icl_lab.config import ConfigError, TrainConfig, is_log_spaced
 from icl_lab.measures import evaluate
 from icl_lab.phases import Reading
+from icl_lab.stages import stages_of_run
 from icl_lab.provenance import provenance_record, resolve_device
 from icl_lab.run_config import RunConfig
 from icl_lab.lifecycle import RunLifecycle
@@ -117,6 +118,7 @@ class TrainingRun:
         self.eval_steps: list[int] = []
         self.torch_rng: torch.Tensor | None = None
         self.run: RunLifecycle | None = None
+        self.llc_context = None  # the `llc` measure's settings and sampling pool, made at its first evaluation
 
     @property
     def writer(self):
@@ -202,7 +204,7 @@ class TrainingRun:
         self.eval_steps.append(step)
         if self.engine is not None:
             self.engine.set_step(step, "eval")
-        values = evaluate(self.model, self.task, self.eval_batches, list(self.config.measures))
+        values = evaluate(self.model, self.task, self.eval_batches, list(self.config.measures), self.measure_options(step))
         if self.loss_count:
             values["train_loss"] = self.loss_sum / self.loss_count
         values["lr"] = torch.tensor(self.optimizer.param_groups[0]["lr"], dtype=torch.float64)
@@ -220,6 +222,21 @@ class TrainingRun:
                 "(set train.nonfinite_loss=continue to keep training through it)"
             )
         return floats
+
+    def measure_options(self, step: int) -> dict[str, Any] | None:
+        """Settings of the measures that take them: the `llc` measure's LLCContext (its sampler
+        settings, the step, the run's clamps as they stand, for the sampler's model copies)."""
+        if "llc" not in self.config.measures:
+            return None
+        from icl_lab.llc import POOL_SEED_OFFSET, LLCContext, clamp_attacher
+
+        if self.llc_context is None:
+            self.llc_context = LLCContext(self.config.llc, pool_seed=self.config.seed + POOL_SEED_OFFSET,
+                                          clamped_run=bool(self.config.interventions))
+        self.llc_context.step = step
+        self.llc_context.attach_clamps = None if self.engine is None else clamp_attacher(
+            self.config.interventions, self.task, step, self.engine.running_means(), self.engine.load_reference)
+        return {"llc": self.llc_context}
 
     def checkpoint(self, step: int) -> None:
         self.writer.save_checkpoint(step, self.model.checkpoint_state(), TrainingState(
@@ -420,7 +437,9 @@ def summarize(run_dir: Path, config: RunConfig, wall_seconds: float, readings: d
             first_steps[f"{name}>={level:g}"] = int(reached["step"].min())
     last_step = int(metrics["step"].max()) if metrics.height else 0
     final = metrics.filter(metrics["step"] == last_step)
+    stages = stages_of_run(metrics)  # LLC stage boundaries (Hoogland et al.), when the run has LLC estimates
     return {
+        **({"stages": stages} if stages else {}),
         "transitions": transitions,
         "first_steps": first_steps,
         "final": dict(zip(final["metric"].to_list(), final["value"].to_list())),

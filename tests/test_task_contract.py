@@ -148,18 +148,21 @@ def test_make_task_refuses_another_tasks_config():
         tasks.make_task("digits", tasks.ModularTaskConfig(), seed=0, device="cpu")
 
 
-# The measures each task got from its explicit task list before capabilities decided them.
+# The measures each task got from its explicit task list before capabilities decided them,
+# plus the measures added since to every transformer task (`llc`, issue 22).
+NEW_TRANSFORMER_MEASURES = ["llc"]
 OLD_MEASURES = {
     "bursty": [
         "icl_accuracy", "iwl_accuracy", "label_swap_accuracy", "eval_loss", "context_label_accuracy",
         "induction_score", "previous_token_score", "embedding_uniformity", "local_complexity",
         "activation_sparsity", "weight_entropy", "local_circuit_complexity", "htsr",
-        "mutual_information", "weight_norm",
+        "mutual_information", "weight_norm", *NEW_TRANSFORMER_MEASURES,
     ],
     "modular": [
         "modular_accuracy", "modular_loss", "fourier_embedding", "gini_neuron_logit",
         "restricted_excluded_loss", "weight_norm", "nfa", "embedding_uniformity", "local_complexity",
         "activation_sparsity", "weight_entropy", "local_circuit_complexity", "htsr", "mutual_information",
+        *NEW_TRANSFORMER_MEASURES,
     ],
     "digits": [
         "classification_accuracy", "classification_loss", "local_complexity", "activation_sparsity",
@@ -228,7 +231,7 @@ def test_a_new_task_needs_its_class_one_registration_and_a_preset(tmp_path, scra
         measures=("classification_accuracy", "progress"), track=("test_accuracy",),
     )
     # the measures follow from its eval sets (train, test) and capabilities (a transformer, no probe set)
-    assert measures_for_task("count") == ["classification_accuracy", "classification_loss", "weight_entropy", "htsr", "weight_norm"]
+    assert measures_for_task("count") == ["classification_accuracy", "classification_loss", "weight_entropy", "htsr", "llc", "weight_norm"]
     assert main(["train", "count", "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu"]) == 0
     run = load_run(tmp_path / "run")
     assert run.config["preset"] == "small"

@@ -8,6 +8,7 @@ from icl_lab.measures import (  # noqa: F401  (registers the measures)
     golechha,
     htsr,
     information,
+    llc,
 )
 from icl_lab.grokking import measures as _grokking_measures  # noqa: F401
 from icl_lab.measures.registry import (

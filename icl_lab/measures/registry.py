@@ -25,9 +25,12 @@ class EvalData:
     need the model on the ICL set); `logits` and `activations` run each pass once.
     """
 
-    def __init__(self, task, batches: dict):
+    def __init__(self, task, batches: dict, options: dict | None = None):
         self.task = task
         self.batches = batches
+        # per-measure settings beyond the model and data, by measure name (the `llc` measure's
+        # LLCContext: sampler settings, step, clamps); a measure uses its defaults without one
+        self.options = dict(options or {})
         self._logits: dict[str, torch.Tensor] = {}
         self._acts: dict[str, dict[str, torch.Tensor]] = {}
         self.wanted_hooks: dict[str, set[str]] = {}
@@ -143,9 +146,10 @@ def validate_measures(names: list[str], task_name: str) -> None:
             )
 
 
-def evaluate(model, task, batches: dict, names: list[str]) -> dict[str, torch.Tensor]:
-    """Run the named measures once on fixed evaluation sets; values stay on the device."""
-    data = EvalData(task, batches)
+def evaluate(model, task, batches: dict, names: list[str], options: dict | None = None) -> dict[str, torch.Tensor]:
+    """Run the named measures once on fixed evaluation sets; values stay on the device.
+    `options`: per-measure settings by measure name (EvalData.options)."""
+    data = EvalData(task, batches, options)
     for name in names:
         measure = MEASURES[name]
         if measure.reads is not None:
