@@ -16,6 +16,7 @@ RUNNERS = {
     "singh-clamps": "icl_lab.experiments.singh",
     "anti-grokking": "icl_lab.experiments.antigrokking",
     "reddy-phases": "icl_lab.experiments.reddy",
+    "llc-stages": "icl_lab.experiments.llc_stages",
 }
 # the options beyond seeds/steps/--set each experiment takes (checked before any run), and
 # its default preset
@@ -23,8 +24,10 @@ OPTIONS = {
     "singh-clamps": {"preset": "pairs/cpu", "conditions": None, "group_size": None},
     "reddy-phases": {"preset": "bursty/small", "grid": None, "group_size": None},
     "anti-grokking": {},
+    "llc-stages": {"preset": "bursty/small", "conditions": None, "group_size": None, "workers": None, "llc_from": 10},
 }
-FLAGS = {"preset": "--preset", "conditions": "--conditions", "grid": "--grid", "group_size": "--group-size"}
+FLAGS = {"preset": "--preset", "conditions": "--conditions", "grid": "--grid", "group_size": "--group-size",
+         "workers": "--workers", "llc_from": "--llc-from"}
 
 
 HELP = "run a paper reproduction"
@@ -51,9 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset", default=None,
         help="singh-clamps: TASK/NAME, or NAME of a pairs preset (default pairs/cpu; bursty/small: the bursty-task "
-        "conditions); reddy-phases: a bursty preset (default bursty/small)",
+        "conditions); reddy-phases: a bursty preset (default bursty/small); llc-stages: bursty/small (default) or pairs/cpu",
     )
-    parser.add_argument("--conditions", type=names, default=None, help="singh-clamps: comma-separated conditions (default all; baselines are added)")
+    parser.add_argument("--conditions", type=names, default=None, help="singh-clamps, llc-stages: comma-separated conditions (default all; singh-clamps adds baselines)")
     parser.add_argument(
         "--grid", type=grid_axis, action="append", default=None, metavar="KEY=V1,V2,...",
         help="reddy-phases: replace one axis of the grid (task.num_classes, default 256,512,1024,2048,8192; "
@@ -61,12 +64,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--group-size", type=count, default=None, metavar="M",
-        help="singh-clamps, reddy-phases: train at most M runs of the grid together as one batched group "
+        help="singh-clamps, reddy-phases, llc-stages: train at most M runs of the grid together as one batched group "
         "(default: every run that shares the model's shapes; 1: one run at a time)",
     )
     parser.add_argument(
+        "--workers", type=count, default=None, metavar="W",
+        help="llc-stages: processes measuring the LLC side by side, one torch thread each (default: the cores)",
+    )
+    parser.add_argument(
+        "--llc-from", dest="llc_from", type=count, default=None, metavar="STEP",
+        help="llc-stages: the first checkpoint step whose LLC is estimated (default 10)",
+    )
+    parser.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-        help="override one config field of every run, e.g. train.lr=1e-3; repeatable",
+        help="override one config field of every run, e.g. train.lr=1e-3 or llc.num_draws=400; repeatable",
     )
 
 
@@ -74,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_folder("--out", Path(args.out or f"runs/{args.name}"))
     overrides = {**parse_sets(args.sets), "device": args.device}
     given = {"preset": args.preset, "conditions": args.conditions, "group_size": args.group_size,
-             "grid": dict(args.grid) if args.grid else None}
+             "grid": dict(args.grid) if args.grid else None, "workers": args.workers, "llc_from": args.llc_from}
     options = {}
     for option, value in given.items():
         if option in OPTIONS[args.name]:

@@ -14,4 +14,8 @@ EXPERIMENTS = {
     "anti-grokking": "Prakash & Martin (2025) at CPU length: digits/cpu (MLP, 1,000 training "
     "images, MSE, 8x init) with and without weight decay; phases (memorisation, grokking, "
     "anti-grokking) and the hidden layers' HTSR alpha at each.",
+    "llc-stages": "Hoogland et al. (TMLR 2025) stages from the local learning coefficient beside the ICL "
+    "transition, on the reference preset (bursty/small; --preset pairs/cpu: Singh et al.'s task) with no clamp, "
+    "the ideal induction pattern and the ideal previous-token pattern held: LLC (clamps on and off while sampling) "
+    "and each head's refined LLC on every checkpoint, stage boundaries, table and figure (needs icl-lab[llc]).",
 }

@@ -27,7 +27,8 @@ class LLCConfig:
     num_draws) SGLD steps of `batch_size` sequences from a fixed pool of `dataset_size`
     training sequences (drawn with the run's seed), λ̂ from the draws after burn-in.
     parts: refined estimates besides the whole model (`L1H0`: one head's Q, K, V rows and O
-    columns; `L1`: one block; `embed`: input map + embeddings; `unembed`: the readout).
+    columns; `L1`: one block; `embed`: input map + embeddings; `unembed`: the readout);
+    whole_model: also the whole model's λ̂ (off: only the parts').
     data: `train` (the training distribution), or an evaluation set's name for the
     data-refined LLC on that set. clamps: `on` samples with the run's clamps active as in
     training at the checkpoint's step; `off` samples the bare weights.
@@ -45,6 +46,7 @@ class LLCConfig:
     dataset_size: int = 4096
     init_loss_batches: int = 16
     parts: tuple[str, ...] = ()
+    whole_model: bool = True  # the whole model's λ̂ besides the parts' (off: the parts alone)
     data: str = "train"
     clamps: str = "on"
     max_loss_rise: float = 5.0
@@ -69,6 +71,8 @@ class LLCConfig:
         bad = [p for p in self.parts if not PART_PATTERN.match(p)]
         if bad:
             raise ConfigError(f"llc.parts: {', '.join(map(repr, bad))} not a part; write L<layer>H<head>, L<layer>, embed or unembed")
+        if not self.whole_model and not self.parts:
+            raise ConfigError("llc.whole_model=false needs llc.parts: nothing would be estimated")
         if len(set(self.parts)) != len(self.parts):
             raise ConfigError(f"llc.parts lists a part twice: {list(self.parts)}")
 

@@ -32,7 +32,7 @@ def llc(model, data: EvalData) -> dict[str, float]:
     pool = context.pool(data.task)
     out: dict[str, float] = {}
     with torch.enable_grad():
-        for part in (None, *config.parts):
+        for part in ((None,) if config.whole_model else ()) + tuple(config.parts):
             estimate = estimate_llc(model, data.task, config, pool, part=part, attach_clamps=attach)
             if estimate.diverged is not None:
                 what = "llc" + (f" of {part}" if part else "")

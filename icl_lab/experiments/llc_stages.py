@@ -1,0 +1,283 @@
+"""Hoogland et al.'s LLC stages beside the ICL transition, with and without Singh et al.'s clamps
+(`icl-lab experiment llc-stages`).
+
+Each condition trains over seeds (batched groups, as the other experiments), then the `llc`
+measure runs post hoc on every checkpoint from `llc_from` on: the whole model with the run's
+clamps active as in training (`llc`), the same with them off for clamped runs
+(`llc_unclamped`), and the weight-refined LLC of every head (`llc.L{l}H{h}`) at every other
+of those checkpoints from step 100 on. Stage boundaries are read from the `llc` curve
+(icl_lab/stages.py) and written to each run's summary.json.
+
+Conditions (singh.py's specs): bursty (`bursty/small`, the reference preset) `none`,
+`induction` (L1H0 held at the ideal induction pattern) and `prev_token` (L0H0 held at the ideal
+previous-token pattern on the label rows); pairs (`pairs/cpu`) `none`, `keep_one` (the clamps'
+baseline in Singh et al.), `induction` and `prev_token` (both on keep_one).
+
+Per run the table gives the ICL transition (step and its 10–90% window), the induction score's
+rise (strongest layer-2 head), the LLC stage boundaries, whether one falls inside the ICL
+window (and the nearest one's distance in decades), and the refined LLC of each layer-2 head
+before, at and after the transition. The figure (llc_stages.png/.svg): LLC and ICL accuracy
+against log step, one colour per condition, one line per seed, boundaries marked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from icl_lab.config import ConfigError, did_you_mean
+from icl_lab.experiments.grid import run_grid
+from icl_lab.phases import find_transition
+from icl_lab.presets import get_preset
+from icl_lab.run_config import RunConfig
+from icl_lab.store import checkpoint_steps, load_metrics, load_run
+
+TASK_CONDITIONS = {"bursty": ("none", "induction", "prev_token"), "pairs": ("none", "keep_one", "induction", "prev_token")}
+PART_STEPS_FROM = 100  # refined LLC from here on (the earliest checkpoints have no heads to tell apart)
+
+
+def condition_specs(task: str, condition: str) -> tuple:
+    from icl_lab.experiments import singh
+
+    if task == "bursty":
+        return singh.condition_specs(condition)
+    return singh.PAIRS_CONDITIONS[condition].specs
+
+
+def plan(preset: str, conditions: list[str] | None, steps: int | None, overrides: dict | None) -> dict[str, RunConfig]:
+    """Every condition's config, checked before anything runs."""
+    task, _, name = preset.rpartition("/")
+    if task not in TASK_CONDITIONS:
+        raise ConfigError(f"llc-stages runs on a bursty or pairs preset (TASK/NAME), not {preset!r}")
+    base = get_preset(task, name).config
+    heads = [f"L{layer}H{head}" for layer in range(base.model.n_layers) for head in range(base.model.n_heads)]
+    if task == "pairs":  # sixteen heads: the clamped pair and one other per layer
+        heads = ["L0H0", "L0H2", "L1H0", "L1H3"]
+    base = base.with_overrides({"llc.parts": heads, **(overrides or {})})
+    if steps is not None:
+        base = base.with_overrides({"train.steps": steps})
+    valid = TASK_CONDITIONS[task]
+    wanted = list(valid) if conditions is None else list(conditions)
+    for c in wanted:
+        if c not in valid:
+            raise ConfigError(f"unknown condition {c!r} for llc-stages on {task}.{did_you_mean(c, list(valid))} Valid conditions: {', '.join(valid)}")
+    return {c: dataclasses.replace(base, interventions=condition_specs(task, c), preset=f"{base.preset}+{c}") for c in valid if c in wanted}
+
+
+def run_dir_of(out: Path, condition: str, seed: int) -> Path:
+    return out / f"{condition}-seed{seed}"
+
+
+def measurement_jobs(run_dir: Path, config: RunConfig, llc_from: int) -> list[tuple[str, list[int], dict]]:
+    """(metric that shows it is done, checkpoint steps, llc overrides) still to measure."""
+    steps = [s for s in checkpoint_steps(run_dir) if s >= llc_from]
+    part_steps = [s for s in steps if s >= PART_STEPS_FROM][::2]
+    jobs = [("llc", steps, {"parts": []})]
+    if config.interventions:
+        jobs.append(("llc_unclamped", steps, {"parts": [], "clamps": "off"}))
+    if config.llc.parts:
+        jobs.append((f"llc.{config.llc.parts[0]}", part_steps, {"whole_model": False}))
+    metrics = load_metrics(run_dir)
+    todo = []
+    for metric, wanted, settings in jobs:
+        have = set(metrics.filter(pl.col("metric").is_in([metric, f"{metric}.diverged"]))["step"].to_list())
+        missing = [s for s in wanted if s not in have]
+        if missing:
+            todo.append((metric, missing, settings))
+    return todo
+
+
+def measure(job: tuple[str, int, int, str]) -> str:
+    """One run's LLC measurements (a worker process, one torch thread)."""
+    run_dir, llc_from, threads, device = job
+    import torch
+
+    torch.set_num_threads(threads)
+    from icl_lab.checkpoints import run_config_of
+    from icl_lab.posthoc import measure_run
+
+    config = run_config_of(run_dir)
+    for _, steps, settings in measurement_jobs(Path(run_dir), config, llc_from):
+        measure_run(run_dir, ["llc"], steps, device=device, progress=False, llc=settings)
+    return run_dir
+
+
+def run_experiment(
+    out: str | Path,
+    seeds: list[int],
+    conditions: list[str] | None = None,
+    steps: int | None = None,
+    progress: bool = True,
+    overrides: dict | None = None,
+    preset: str = "bursty/small",
+    group_size: int | None = None,
+    workers: int | None = None,
+    llc_from: int = 10,
+) -> pl.DataFrame:
+    """Train every condition over seeds, measure the LLC on their checkpoints (in `workers`
+    processes, one thread each; finished measurements are kept), tabulate and draw."""
+    from icl_lab.llc import require_devinterp
+    from icl_lab.experiments.singh import check_interventions
+
+    require_devinterp()
+    out = Path(out)
+    configs = plan(preset, conditions, steps, overrides)
+    check_interventions(configs)
+    runs = [(run_dir_of(out, c, seed), config.with_overrides({"seed": seed})) for c, config in configs.items() for seed in seeds]
+    run_grid(runs, group_size, progress)
+    device = next(iter(configs.values())).device
+    jobs = [(str(run_dir), llc_from, 1, device) for run_dir, config in runs if measurement_jobs(run_dir, config, llc_from)]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
+    if workers == 1:
+        for job in jobs:
+            measure(job)
+    else:
+        import multiprocessing
+
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for done in pool.map(measure, jobs):
+                if progress:
+                    print(f"llc measured: {done}", flush=True)
+    table = tabulate(out, configs, seeds)
+    table.write_parquet(out / "llc_stages.parquet")
+    (out / "llc_stages.md").write_text(markdown(table))
+    draw(out, configs, seeds)
+    return table
+
+
+def nearest_checkpoint(steps: list[int], step: int | None) -> int | None:
+    return None if step is None or not steps else min(steps, key=lambda s: abs(math.log10(max(s, 1)) - math.log10(max(step, 1))))
+
+
+def tabulate(out: Path, configs: dict[str, RunConfig], seeds: list[int]) -> pl.DataFrame:
+    rows = []
+    for condition, config in configs.items():
+        for seed in seeds:
+            rows.append(run_row(run_dir_of(out, condition, seed), condition, seed, config))
+    return pl.DataFrame(rows)
+
+
+def run_row(run_dir: Path, condition: str, seed: int, config: RunConfig) -> dict:
+    from icl_lab.stages import stages_of_run
+
+    run = load_run(run_dir)
+    icl = run.summary["transitions"].get("icl_accuracy") or run.summary["transitions"].get("train_loss", {})
+    final = run.summary["final"]
+    layer = config.model.n_layers - 1
+    scores = {k: v for k, v in final.items() if k.startswith(f"induction_score.L{layer}H")}
+    head = max(scores, key=scores.get).rsplit(".", 1)[1] if scores else None
+    rise = None
+    if head:
+        curve = run.curve(f"induction_score.{head}")
+        rise = find_transition(curve["step"].to_numpy(), curve["value"].to_numpy(), min_rise=0.2, ceiling=None)
+    stages = stages_of_run(run.metrics)
+    boundaries = stages.get("llc", {}).get("boundaries", [])
+    start, end, t = icl.get("start_step"), icl.get("end_step"), icl.get("transition_step")
+    inside = [b["step"] for b in boundaries if start is not None and start <= b["step"] <= end]
+    nearest = None
+    if t is not None and boundaries:
+        nearest = min((math.log10(b["step"]) - math.log10(t) for b in boundaries), key=abs)
+    row = {
+        "condition": condition, "seed": seed,
+        "icl_transition": t, "icl_window": [start, end] if start is not None else None,
+        "induction_head": head, "induction_rise": None if rise is None else rise.transition_step,
+        "llc_boundaries": [f"{b['step']} {b['kind']}" for b in boundaries],
+        "boundary_in_icl_window": bool(inside), "nearest_boundary_decades": nearest,
+        "llc_final": _value(run, "llc", None), "llc_peak": _peak(run, "llc"),
+        "llc_unclamped_final": _value(run, "llc_unclamped", None),
+    }
+    part_steps = sorted(set(run.curve(f"llc.{config.llc.parts[0]}")["step"].to_list())) if config.llc.parts else []
+    moments = {"before": nearest_checkpoint(part_steps, start), "at": nearest_checkpoint(part_steps, t), "end": part_steps[-1] if part_steps else None}
+    for part in config.llc.parts:
+        for moment, step in moments.items():
+            row[f"{part}@{moment}"] = _value(run, f"llc.{part}", step)
+    return row
+
+
+def _value(run, metric: str, step: int | None) -> float | None:
+    curve = run.curve(metric)
+    if curve.height == 0:
+        return None
+    if step is None:
+        return float(curve["value"][-1])
+    hit = curve.filter(pl.col("step") == step)
+    return float(hit["value"][0]) if hit.height else None
+
+
+def _peak(run, metric: str) -> int | None:
+    curve = run.curve(metric)
+    return None if curve.height == 0 else int(curve["step"][int(np.argmax(curve["value"].to_numpy()))])
+
+
+def markdown(table: pl.DataFrame) -> str:
+    heads = sorted({c.split("@")[0] for c in table.columns if "@" in c})
+    lines = [
+        "| condition | seed | ICL transition (window) | induction rise (head) | LLC stage boundaries | boundary in ICL window (nearest, decades) | LLC final (clamps off) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in table.iter_rows(named=True):
+        window = "none" if r["icl_transition"] is None else f"{r['icl_transition']} ({r['icl_window'][0]}–{r['icl_window'][1]})"
+        near = "" if r["nearest_boundary_decades"] is None else f" ({r['nearest_boundary_decades']:+.2f})"
+        off = "" if r["llc_unclamped_final"] is None else f" ({r['llc_unclamped_final']:.1f})"
+        final = "" if r["llc_final"] is None else f"{r['llc_final']:.1f}{off}"
+        lines.append(
+            f"| {r['condition']} | {r['seed']} | {window} | {r['induction_rise']} ({r['induction_head']}) | "
+            f"{', '.join(r['llc_boundaries']) or 'none'} | {'yes' if r['boundary_in_icl_window'] else 'no'}{near} | {final} |"
+        )
+    if heads:
+        lines += ["", "Refined LLC per head: before the ICL transition / at it / at the end", "",
+                  "| condition | seed | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(heads)]
+        for r in table.iter_rows(named=True):
+            cells = []
+            for h in heads:
+                values = [r.get(f"{h}@{m}") for m in ("before", "at", "end")]
+                cells.append(" / ".join("–" if v is None else f"{v:.1f}" for v in values))
+            lines.append(f"| {r['condition']} | {r['seed']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def draw(out: Path, configs: dict[str, RunConfig], seeds: list[int]) -> Path:
+    """llc_stages.png and .svg: LLC (top) and ICL accuracy (bottom) against log step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from icl_lab.stages import stages_of_run
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, condition in enumerate(configs):
+        colour = colours[i % len(colours)]
+        for j, seed in enumerate(seeds):
+            run = load_run(run_dir_of(out, condition, seed))
+            label = condition if j == 0 else None
+            llc = run.curve("llc").filter(pl.col("step") >= 1)
+            top.plot(llc["step"], llc["value"], color=colour, lw=1.2, alpha=0.85, label=label, marker=".", ms=3)
+            unclamped = run.curve("llc_unclamped").filter(pl.col("step") >= 1)
+            if unclamped.height:
+                top.plot(unclamped["step"], unclamped["value"], color=colour, lw=0.8, ls="--", alpha=0.6,
+                         label=f"{condition}, clamps off while sampling" if j == 0 else None)
+            for b in stages_of_run(run.metrics).get("llc", {}).get("boundaries", []):
+                top.axvline(b["step"], color=colour, lw=0.6, alpha=0.4, ls=":")
+            metric = "icl_accuracy" if run.curve("icl_accuracy").height else "train_loss"
+            acc = run.curve(metric).filter(pl.col("step") >= 1)
+            bottom.plot(acc["step"], acc["value"], color=colour, lw=1.2, alpha=0.85, label=label)
+            bottom.set_ylabel(metric.replace("_", " "))
+    top.set_xscale("log")
+    top.set_ylabel("LLC estimate λ̂")
+    top.set_title("LLC against training step (dotted: stage boundaries), one line per seed")
+    bottom.set_xlabel("training step (optimizer updates, log scale)")
+    top.legend(fontsize=8)
+    bottom.legend(fontsize=8)
+    fig.tight_layout()
+    for suffix in ("png", "svg"):
+        fig.savefig(out / f"llc_stages.{suffix}", dpi=120)
+    plt.close(fig)
+    return out / "llc_stages.png"
