@@ -51,7 +51,8 @@ def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, doma
     """One panel per list of metrics, stacked, sharing the x axis and a hover ruler.
 
     curves: step, metric, value, run, condition (by="run"), or explore.condition_bands's frame
-    (by="condition"). rules: run, condition, metric, step of detected transitions, drawn dashed in
+    (by="condition"). rules: run, condition, metric, step, kind of detected transitions and LLC
+    stage boundaries (explore.transition_marks), drawn dashed in
     the run's colour and left out of the legend. The legend lists the names drawn; the colours
     come from the whole `domain`, so a name keeps its colour whatever else is shown. marks: step, label rules drawn in every panel
     (grokking's s₁, s₂)."""
@@ -84,7 +85,7 @@ def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, doma
             if len(mine):
                 layers.append(alt.Chart(mine).mark_rule(strokeDash=[4, 4], strokeWidth=1.5).encode(
                     x=x, color=alt.Color(f"{by}:N", scale=colour_scale(domain), legend=None),
-                    tooltip=[by, "metric", alt.Tooltip("step:Q", title=f"transition {axis}")]))
+                    tooltip=[by, "metric", "kind", alt.Tooltip("step:Q", title=axis)]))
         if marks is not None and marks.height:
             frame = marks.to_pandas()
             layers.append(alt.Chart(frame).mark_rule(color="black", strokeDash=[2, 2]).encode(x=x, tooltip=["label", "step"]))

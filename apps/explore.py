@@ -204,7 +204,8 @@ def page_phase_changes(infos, root: str, stamp: tuple[int, ...]) -> None:
     st.altair_chart(chart, width="content")
     for note in notes:
         st.caption(note)
-    st.caption("Dashed rules: detected transition steps (icl_lab.phases), in the run's colour. "
+    st.caption("Dashed rules: detected transition steps (icl_lab.phases) and, on LLC panels, stage boundaries "
+               "(icl_lab.stages), in the run's colour. "
                "Hover a panel: the ruler follows in every panel.")
     download(wanted, "curves", "curves")
 

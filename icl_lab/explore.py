@@ -53,6 +53,7 @@ class RunInfo:
     error: str | None = None
     interventions: str = ""
     transitions: dict[str, int | None] = field(default_factory=dict)
+    stages: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # LLC metric -> (step, kind) of its stage boundaries
     track: list[str] = field(default_factory=list)  # config "track": the metrics the run is about
     final: dict[str, float] = field(default_factory=dict)  # summary "final": each metric's last value
     first_steps: dict[str, int] = field(default_factory=dict)  # summary "first_steps", e.g. s₁, s₂
@@ -163,6 +164,12 @@ def read_run(path: Path, root: Path) -> RunInfo:
             info.transitions[metric] = step
         else:
             info.note(f"summary.json: transitions.{metric} has no integer transition_step")
+    for metric, found in _field(info, summary, "stages", dict, {}, "summary.json").items():
+        boundaries = found.get("boundaries") if isinstance(found, dict) else None
+        if isinstance(boundaries, list) and all(isinstance(b, dict) and isinstance(b.get("step"), int) for b in boundaries):
+            info.stages[metric] = [(b["step"], str(b.get("kind", "?"))) for b in boundaries]
+        else:
+            info.note(f"summary.json: stages.{metric} has no list of boundaries with integer steps")
     info.track = info.track or list(info.transitions)  # an RFM run tracks what its summary found transitions in
     if paths(path).metrics.exists():
         _read(info, load_metrics, None)
@@ -303,10 +310,13 @@ def condition_bands(curves: pl.DataFrame) -> pl.DataFrame:
 
 
 def transition_marks(infos: list[RunInfo]) -> pl.DataFrame:
-    """run, condition, metric, step of every detected transition."""
-    rows = [{"run": i.name, "condition": i.condition, "metric": m, "step": s}
+    """run, condition, metric, step, kind of every detected transition (kind "transition") and
+    every LLC stage boundary (kind "stage boundary: peak", ...; icl_lab.stages)."""
+    rows = [{"run": i.name, "condition": i.condition, "metric": m, "step": s, "kind": "transition"}
             for i in infos for m, s in i.transitions.items() if s is not None]
-    return pl.DataFrame(rows, schema={"run": pl.String, "condition": pl.String, "metric": pl.String, "step": pl.Int64})
+    rows += [{"run": i.name, "condition": i.condition, "metric": m, "step": s, "kind": f"stage boundary: {kind}"}
+             for i in infos for m, found in i.stages.items() for s, kind in found]
+    return pl.DataFrame(rows, schema={"run": pl.String, "condition": pl.String, "metric": pl.String, "step": pl.Int64, "kind": pl.String})
 
 
 def grokking_marks(info: RunInfo) -> pl.DataFrame:

@@ -161,7 +161,8 @@ def find_stages(
          "direction": "increasing" if fitted[b] >= fitted[a] else "decreasing", "change": float(fitted[b] - fitted[a])}
         for a, b in zip(edges[:-1], edges[1:])
     )
-    return Stages(tuple(boundaries), stages)
+    reason = None if boundaries else f"no turning point, plateau or levelling with a change of at least {threshold:.3g}"
+    return Stages(tuple(boundaries), stages, reason)
 
 
 def _plateaus(fitted: np.ndarray, slope: np.ndarray, a: int, b: int, threshold: float, flat: float) -> list[int]:

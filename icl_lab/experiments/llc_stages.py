@@ -39,6 +39,7 @@ from icl_lab.run_config import RunConfig
 from icl_lab.store import checkpoint_steps, load_metrics, load_run
 
 TASK_CONDITIONS = {"bursty": ("none", "induction", "prev_token"), "pairs": ("none", "keep_one", "induction", "prev_token")}
+CHUNK = 4  # checkpoints measured per write
 PART_STEPS_FROM = 100  # refined LLC from here on (the earliest checkpoints have no heads to tell apart)
 
 
@@ -104,7 +105,8 @@ def measure(job: tuple[str, int, int, str]) -> str:
 
     config = run_config_of(run_dir)
     for _, steps, settings in measurement_jobs(Path(run_dir), config, llc_from):
-        measure_run(run_dir, ["llc"], steps, device=device, progress=False, llc=settings)
+        for start in range(0, len(steps), CHUNK):  # stored as it goes: an interrupted experiment keeps them
+            measure_run(run_dir, ["llc"], steps[start : start + CHUNK], device=device, progress=False, llc=settings)
     return run_dir
 
 

@@ -26,7 +26,8 @@ What the adapter does, because devinterp v2 expects a language model on token id
   here such a chain, or one whose last-quarter mean loss exceeds L_n(w*) by more than
   `max_loss_rise`, makes the estimate `diverged` (with the reason): no number is returned.
 - RNG: devinterp seeds torch, numpy and random globally; the caller's generators are restored.
-  Its per-chain progress bars are switched off (the caller draws one per checkpoint).
+  Its per-chain progress bars are switched off (the caller draws one per checkpoint), and so is
+  its gc.collect() around every chain (CUDA's cache is still emptied).
 """
 
 from __future__ import annotations
@@ -148,7 +149,8 @@ def estimate_llc(
     caught: list[warnings.WarningMessage] = []
     try:
         quiet = mock.patch.object(devinterp_sampler, "trange", functools.partial(devinterp_sampler.trange, disable=True))
-        with preserved_rng(), quiet, tempfile.TemporaryDirectory(prefix="icl-lab-llc-") as folder, warnings.catch_warnings(record=True) as caught:
+        no_gc = mock.patch.object(devinterp_sampler, "_gc_and_empty_cache", _empty_cuda_cache)
+        with preserved_rng(), quiet, no_gc, tempfile.TemporaryDirectory(prefix="icl-lab-llc-") as folder, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             samples = sample(
                 reference, dataset, {}, lr=config.lr, n_beta=config.n_beta, param_masks=masks,
@@ -164,6 +166,13 @@ def estimate_llc(
             engine.close()
     failed = [str(w.message) for w in caught if "Chain failed" in str(w.message)]
     return read_estimate(draws, init, config, failed)
+
+
+def _empty_cuda_cache() -> None:
+    """devinterp runs gc.collect() before and after every chain (0.2 s each in a process
+    holding a few runs' objects, more than a short chain); the CUDA cache is still emptied."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def read_estimate(draws: np.ndarray, init: np.ndarray, config: LLCConfig, failed: list[str] = ()) -> LLCEstimate:
