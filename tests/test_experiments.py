@@ -65,3 +65,39 @@ def test_reddy_phases_refuses_bad_grids_before_training(tmp_path):
     with pytest.raises(ConfigError, match="multiple of task.num_labels"):
         reddy.run_experiment(tmp_path, seeds=[0], steps=8, progress=False, overrides=TINY, grid={"task.num_classes": [100]})
     assert not any(tmp_path.iterdir())
+
+
+def test_llc_stages_measures_every_checkpoint_keeps_its_work_and_draws(tmp_path):
+    pytest.importorskip("devinterp")
+    from icl_lab.experiments import llc_stages
+
+    tiny_llc = {"llc.num_draws": 6, "llc.num_burnin_steps": 2, "llc.dataset_size": 128, "llc.init_loss_batches": 2}
+    options = dict(seeds=[0], steps=20, progress=False, overrides={**TINY, **tiny_llc, "train.checkpoints_per_decade": 3},
+                   conditions=["none", "induction"], workers=1, llc_from=1)
+    table = llc_stages.run_experiment(tmp_path, **options)
+    assert table["condition"].to_list() == ["none", "induction"]
+    none, induction = load_run(tmp_path / "none-seed0"), load_run(tmp_path / "induction-seed0")
+    checkpoints = [1, 2, 5, 10, 20]  # 3 a decade, and the last step
+    assert none.curve("llc")["step"].to_list() == checkpoints
+    assert induction.curve("llc_unclamped")["step"].to_list() == checkpoints  # the clamped run, clamps off too
+    assert none.curve("llc_unclamped").height == 0
+    assert none.curve("llc.L1H0")["step"].to_list() == [] and none.curve("llc.L0H1").height == 0  # heads from step 100 on
+    assert "stages" in none.summary and "llc" in none.summary["stages"]
+    assert (tmp_path / "llc_stages.png").stat().st_size > 10_000 and (tmp_path / "llc_stages.svg").exists()
+    assert "| induction | 0 |" in (tmp_path / "llc_stages.md").read_text()
+    before = (tmp_path / "none-seed0" / "metrics.parquet").stat().st_mtime_ns
+    assert llc_stages.run_experiment(tmp_path, **options).equals(table)  # measured once, kept
+    assert (tmp_path / "none-seed0" / "metrics.parquet").stat().st_mtime_ns == before
+
+
+def test_llc_stages_refuses_bad_input_before_training(tmp_path):
+    pytest.importorskip("devinterp")
+    from icl_lab.experiments import llc_stages
+
+    with pytest.raises(ConfigError, match="unknown condition 'keep_one' for llc-stages on bursty"):
+        llc_stages.run_experiment(tmp_path, seeds=[0], conditions=["keep_one"], progress=False)
+    with pytest.raises(ConfigError, match="llc.num_chains must be >= 1"):
+        llc_stages.run_experiment(tmp_path, seeds=[0], overrides={"llc.num_chains": 0}, progress=False)
+    with pytest.raises(ConfigError, match="bursty or pairs preset"):
+        llc_stages.run_experiment(tmp_path, seeds=[0], preset="modular/cpu", progress=False)
+    assert list(tmp_path.iterdir()) == []

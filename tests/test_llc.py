@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,13 +143,28 @@ def minimal_sgld_llc(model, task, pool, config: LLCConfig, seed: int) -> tuple[f
     return float(np.mean(chains)), float(np.std(chains, ddof=1) / math.sqrt(len(chains)))
 
 
-@pytest.fixture
-def trained_run(tmp_path, tiny_run_config):
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+    from icl_lab import BurstyConfig, ModelConfig, RunConfig, TrainConfig
+    from icl_lab.presets import BURSTY_MEASURES
     from icl_lab.train import train
 
-    config = dataclasses.replace(tiny_run_config, train=dataclasses.replace(tiny_run_config.train, steps=80, eval_every=40, checkpoint_every=40, lr=1e-2))
-    train(config, tmp_path / "run", progress=False)
-    return tmp_path / "run"
+    config = RunConfig(
+        task="bursty", task_config=BurstyConfig(num_classes=64, num_labels=8, dim=15, context_pairs=4, burstiness=2, eval_size=64),
+        model=ModelConfig(n_layers=2, n_heads=2, d_model=16), measures=BURSTY_MEASURES, track=("icl_accuracy",),
+        train=TrainConfig(steps=80, batch_size=16, eval_every=40, checkpoint_every=40, lr=1e-2), seed=3, device="cpu", preset="tiny",
+    )
+    out = tmp_path_factory.mktemp("llc") / "run"
+    train(config, out, progress=False)
+    return out
+
+
+@pytest.fixture
+def trained_run(trained_once, tmp_path):
+    """A fresh copy of one tiny trained run (80 steps, checkpoints at 0, 40, 80) per test."""
+    import shutil
+
+    return Path(shutil.copytree(trained_once, tmp_path / "run"))
 
 
 def test_devinterp_measure_agrees_with_an_independent_minimal_sgld(trained_run):
@@ -156,7 +172,7 @@ def test_devinterp_measure_agrees_with_an_independent_minimal_sgld(trained_run):
     from icl_lab.posthoc import measure_run
 
     settings = dict(num_chains=4, num_draws=150, num_burnin_steps=50, batch_size=32, dataset_size=1024, init_loss_batches=16)
-    rows = measure_run(trained_run, ["llc"], [80], progress=False, llc=settings)
+    rows = measure_run(trained_run, ["llc"], [80], progress=False, write=False, llc=settings)
     values = dict(zip(rows["metric"], rows["value"]))
     ours_mean = values["llc"]
     ours_se = values["llc.std"] / 2
@@ -289,15 +305,22 @@ def test_read_estimate_flags_nan_and_runaway_chains():
 ])
 def test_bad_settings_are_refused_before_any_sampling(trained_run, capsys, setting, message):
     metrics = (trained_run / "metrics.parquet").read_bytes()
-    assert main(["measure", str(trained_run), "--measures", "llc", "--set", setting]) == 2
-    assert message in capsys.readouterr().err
+    refused(["measure", str(trained_run), "--measures", "llc", "--set", setting], message, capsys)
     assert (trained_run / "metrics.parquet").read_bytes() == metrics
 
 
 def test_a_missing_checkpoint_is_refused_before_any_sampling(trained_run, capsys):
-    assert main(["measure", str(trained_run), "--measures", "llc", "--steps", "7"]) == 2
-    assert "no checkpoint at step 7" in capsys.readouterr().err
-    assert main(["measure", str(trained_run / "nope"), "--measures", "llc"]) == 2
+    metrics = (trained_run / "metrics.parquet").read_bytes()
+    refused(["measure", str(trained_run), "--measures", "llc", "--steps", "7"], "no checkpoint at step 7", capsys)
+    refused(["measure", str(trained_run / "nope"), "--measures", "llc"], "not a run directory", capsys)
+    assert (trained_run / "metrics.parquet").read_bytes() == metrics
+
+
+def refused(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_the_explorer_marks_stage_boundaries_like_transitions(trained_run):
@@ -317,3 +340,35 @@ def test_the_explorer_marks_stage_boundaries_like_transitions(trained_run):
     assert stage.rows() == [(info.name, info.condition, "llc", 40, "stage boundary: peak")]
     assert set(marks.filter(marks["metric"] != "llc")["kind"]) <= {"transition"}
     assert any("stages.llc.L1H0" in p for p in info.problems)
+
+
+def test_data_refined_llc_samples_on_the_evaluation_set(trained_run):
+    from icl_lab.checkpoints import load_model
+    from icl_lab.posthoc import measure_run
+
+    _, task, _ = load_model(trained_run, 80)
+    pool = sampling_pool(task, LLCConfig(data="icl", batch_size=16), seed=0)
+    assert torch.equal(pool.inputs, task.eval_sets()["icl"].inputs)
+    rows = measure_run(trained_run, ["llc"], [80], progress=False, write=False,
+                       llc={"data": "icl", "batch_size": 16, "num_draws": 10, "num_burnin_steps": 2, "parts": ["L0H0"]})
+    assert {"llc@icl", "llc@icl.std", "llc.L0H0@icl", "llc.L0H0@icl.std"} <= set(rows["metric"])
+
+
+def test_a_clamped_run_is_sampled_with_its_clamps_on_or_off(tmp_path, tiny_run_config):
+    from interventions import Intervention
+
+    from icl_lab.posthoc import measure_run
+    from icl_lab.train import train
+
+    clamp = Intervention(hook="blocks.1.attn.hook_pattern", heads=(0,), query_positions="query", target="induction")
+    config = dataclasses.replace(tiny_run_config, interventions=(clamp,),
+                                 train=dataclasses.replace(tiny_run_config.train, steps=40, checkpoint_every=40, lr=1e-2))
+    train(config, tmp_path / "run", progress=False)
+    small = {"num_draws": 30, "num_burnin_steps": 10, "dataset_size": 256}
+    on = measure_run(tmp_path / "run", ["llc"], [40], progress=False, write=False, llc=small)
+    off = measure_run(tmp_path / "run", ["llc"], [40], progress=False, write=False, llc={**small, "clamps": "off"})
+    on, off = dict(zip(on["metric"], on["value"])), dict(zip(off["metric"], off["value"]))
+    assert "llc" in on and "llc_unclamped" not in on
+    assert "llc_unclamped" in off and "llc" not in off
+    # the clamp holds L1H0's query row: the sampled landscapes differ (same pool, same noise)
+    assert on["llc"] != pytest.approx(off["llc_unclamped"], rel=1e-3)

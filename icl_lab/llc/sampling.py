@@ -71,6 +71,7 @@ class LLCEstimate:
     per_chain: tuple[float, ...]
     init_loss: float
     diverged: str | None = None  # why the estimate is not a number
+    draws: np.ndarray | None = dataclasses.field(default=None, repr=False, compare=False)  # [chain, draw] batch losses
 
     def metrics(self, part: str | None, data: str, unclamped: bool = False) -> dict[str, float]:
         """Metric rows: `llc[.part][@data]`, `.std`, `.chain{i}`, or `.diverged` = 1."""
@@ -165,7 +166,7 @@ def estimate_llc(
         for _, engine in engines.values():
             engine.close()
     failed = [str(w.message) for w in caught if "Chain failed" in str(w.message)]
-    return read_estimate(draws, init, config, failed)
+    return dataclasses.replace(read_estimate(draws, init, config, failed), draws=draws)
 
 
 def _empty_cuda_cache() -> None:
