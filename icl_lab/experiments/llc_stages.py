@@ -5,7 +5,8 @@ Each condition trains over seeds (batched groups, as the other experiments), the
 measure runs post hoc on every checkpoint from `llc_from` on: the whole model with the run's
 clamps active as in training (`llc`), the same with them off for clamped runs
 (`llc_unclamped`), and the weight-refined LLC of every head (`llc.L{l}H{h}`) at every other
-of those checkpoints from step 100 on. Stage boundaries are read from the `llc` curve
+of those checkpoints from step 100 on and at the checkpoints that bracket the ICL transition
+(its foot, its midpoint, its top). Stage boundaries are read from the `llc` curve
 (icl_lab/stages.py) and written to each run's summary.json.
 
 Conditions (singh.py's specs): bursty (`bursty/small`, the reference preset) `none`,
@@ -78,7 +79,7 @@ def run_dir_of(out: Path, condition: str, seed: int) -> Path:
 def measurement_jobs(run_dir: Path, config: RunConfig, llc_from: int) -> list[tuple[str, list[int], dict]]:
     """(metric that shows it is done, checkpoint steps, llc overrides) still to measure."""
     steps = [s for s in checkpoint_steps(run_dir) if s >= llc_from]
-    part_steps = [s for s in steps if s >= PART_STEPS_FROM][::2]
+    part_steps = sorted(set([s for s in steps if s >= PART_STEPS_FROM][::2]) | transition_checkpoints(run_dir, steps))
     jobs = [("llc", steps, {"parts": []})]
     if config.interventions:
         jobs.append(("llc_unclamped", steps, {"parts": [], "clamps": "off"}))
@@ -92,6 +93,26 @@ def measurement_jobs(run_dir: Path, config: RunConfig, llc_from: int) -> list[tu
         if missing:
             todo.append((metric, missing, settings))
     return todo
+
+
+def icl_transition(summary: dict) -> dict:
+    """The run's ICL transition entry (bursty: ICL accuracy's rise; pairs: the loss's drop)."""
+    transitions = summary.get("transitions", {})
+    return transitions.get("icl_accuracy") or transitions.get("train_loss") or {}
+
+
+def transition_checkpoints(run_dir: Path, steps: list[int]) -> set[int]:
+    """The checkpoints at or just before the ICL transition's foot, nearest its midpoint, and at
+    or just after its top: where the refined LLC is read before, at and after it."""
+    from icl_lab.store import read_summary
+
+    found = icl_transition(read_summary(run_dir))
+    start, t, end = found.get("start_step"), found.get("transition_step"), found.get("end_step")
+    if t is None or not steps:
+        return set()
+    before = max([s for s in steps if s <= start] or steps[:1])
+    after = min([s for s in steps if s >= end] or steps[-1:])
+    return {before, nearest_checkpoint(steps, t), after}
 
 
 def measure(job: tuple[str, int, int, str]) -> str:
@@ -169,7 +190,7 @@ def run_row(run_dir: Path, condition: str, seed: int, config: RunConfig) -> dict
     from icl_lab.stages import stages_of_run
 
     run = load_run(run_dir)
-    icl = run.summary["transitions"].get("icl_accuracy") or run.summary["transitions"].get("train_loss", {})
+    icl = icl_transition(run.summary)
     final = run.summary["final"]
     layer = config.model.n_layers - 1
     scores = {k: v for k, v in final.items() if k.startswith(f"induction_score.L{layer}H")}
@@ -182,20 +203,23 @@ def run_row(run_dir: Path, condition: str, seed: int, config: RunConfig) -> dict
     boundaries = stages.get("llc", {}).get("boundaries", [])
     start, end, t = icl.get("start_step"), icl.get("end_step"), icl.get("transition_step")
     inside = [b["step"] for b in boundaries if start is not None and start <= b["step"] <= end]
-    nearest = None
+    overlaps = [b["step"] for b in boundaries if start is not None and b["start_step"] <= end and b["end_step"] >= start]
+    nearest = None  # log10(boundary step / transition step) of the nearest boundary
     if t is not None and boundaries:
         nearest = min((math.log10(b["step"]) - math.log10(t) for b in boundaries), key=abs)
     row = {
         "condition": condition, "seed": seed,
         "icl_transition": t, "icl_window": [start, end] if start is not None else None,
         "induction_head": head, "induction_rise": None if rise is None else rise.transition_step,
-        "llc_boundaries": [f"{b['step']} {b['kind']}" for b in boundaries],
-        "boundary_in_icl_window": bool(inside), "nearest_boundary_decades": nearest,
+        "llc_boundaries": [f"{b['step']} {b['kind']} ({b['start_step']}–{b['end_step']})" for b in boundaries],
+        "boundary_in_icl_window": bool(inside), "boundary_window_meets_icl_window": bool(overlaps),
+        "nearest_boundary_decades": nearest,
         "llc_final": _value(run, "llc", None), "llc_peak": _peak(run, "llc"),
         "llc_unclamped_final": _value(run, "llc_unclamped", None),
     }
     part_steps = sorted(set(run.curve(f"llc.{config.llc.parts[0]}")["step"].to_list())) if config.llc.parts else []
-    moments = {"before": nearest_checkpoint(part_steps, start), "at": nearest_checkpoint(part_steps, t), "end": part_steps[-1] if part_steps else None}
+    earlier = [s for s in part_steps if start is not None and s <= start]
+    moments = {"before": earlier[-1] if earlier else None, "at": nearest_checkpoint(part_steps, t), "end": part_steps[-1] if part_steps else None}
     for part in config.llc.parts:
         for moment, step in moments.items():
             row[f"{part}@{moment}"] = _value(run, f"llc.{part}", step)
@@ -220,8 +244,8 @@ def _peak(run, metric: str) -> int | None:
 def markdown(table: pl.DataFrame) -> str:
     heads = sorted({c.split("@")[0] for c in table.columns if "@" in c})
     lines = [
-        "| condition | seed | ICL transition (window) | induction rise (head) | LLC stage boundaries | boundary in ICL window (nearest, decades) | LLC final (clamps off) |",
-        "|---|---|---|---|---|---|---|",
+        "| condition | seed | ICL transition (window) | induction rise (head) | LLC stage boundaries: step kind (flat window) | boundary in ICL window (nearest, decades) | boundary's window meets ICL window | LLC peak step | LLC final (clamps off) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table.iter_rows(named=True):
         window = "none" if r["icl_transition"] is None else f"{r['icl_transition']} ({r['icl_window'][0]}–{r['icl_window'][1]})"
@@ -230,7 +254,8 @@ def markdown(table: pl.DataFrame) -> str:
         final = "" if r["llc_final"] is None else f"{r['llc_final']:.1f}{off}"
         lines.append(
             f"| {r['condition']} | {r['seed']} | {window} | {r['induction_rise']} ({r['induction_head']}) | "
-            f"{', '.join(r['llc_boundaries']) or 'none'} | {'yes' if r['boundary_in_icl_window'] else 'no'}{near} | {final} |"
+            f"{', '.join(r['llc_boundaries']) or 'none'} | {'yes' if r['boundary_in_icl_window'] else 'no'}{near} | "
+            f"{'yes' if r['boundary_window_meets_icl_window'] else 'no'} | {r['llc_peak']} | {final} |"
         )
     if heads:
         lines += ["", "Refined LLC per head: before the ICL transition / at it / at the end", "",
