@@ -215,6 +215,7 @@ def run_row(run_dir: Path, condition: str, seed: int, config: RunConfig) -> dict
         "boundary_in_icl_window": bool(inside), "boundary_window_meets_icl_window": bool(overlaps),
         "nearest_boundary_decades": nearest,
         "llc_final": _value(run, "llc", None), "llc_peak": _peak(run, "llc"),
+        "llc_at_icl_foot": _at_or_before(run, "llc", start), "llc_at_icl_top": _at_or_after(run, "llc", end),
         "llc_unclamped_final": _value(run, "llc_unclamped", None),
     }
     part_steps = sorted(set(run.curve(f"llc.{config.llc.parts[0]}")["step"].to_list())) if config.llc.parts else []
@@ -236,6 +237,16 @@ def _value(run, metric: str, step: int | None) -> float | None:
     return float(hit["value"][0]) if hit.height else None
 
 
+def _at_or_before(run, metric: str, step: int | None) -> float | None:
+    curve = run.curve(metric).filter(pl.col("step") <= (step if step is not None else -1))
+    return float(curve["value"][-1]) if curve.height else None
+
+
+def _at_or_after(run, metric: str, step: int | None) -> float | None:
+    curve = run.curve(metric).filter(pl.col("step") >= (step if step is not None else 2**62))
+    return float(curve["value"][0]) if curve.height else None
+
+
 def _peak(run, metric: str) -> int | None:
     curve = run.curve(metric)
     return None if curve.height == 0 else int(curve["step"][int(np.argmax(curve["value"].to_numpy()))])
@@ -244,8 +255,8 @@ def _peak(run, metric: str) -> int | None:
 def markdown(table: pl.DataFrame) -> str:
     heads = sorted({c.split("@")[0] for c in table.columns if "@" in c})
     lines = [
-        "| condition | seed | ICL transition (window) | induction rise (head) | LLC stage boundaries: step kind (flat window) | boundary in ICL window (nearest, decades) | boundary's window meets ICL window | LLC peak step | LLC final (clamps off) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| condition | seed | ICL transition (window) | induction rise (head) | LLC stage boundaries: step kind (flat window) | boundary in ICL window (nearest, decades) | boundary's window meets ICL window | LLC peak step | LLC at the ICL window's foot → top | LLC final (clamps off) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table.iter_rows(named=True):
         window = "none" if r["icl_transition"] is None else f"{r['icl_transition']} ({r['icl_window'][0]}–{r['icl_window'][1]})"
@@ -255,7 +266,7 @@ def markdown(table: pl.DataFrame) -> str:
         lines.append(
             f"| {r['condition']} | {r['seed']} | {window} | {r['induction_rise']} ({r['induction_head']}) | "
             f"{', '.join(r['llc_boundaries']) or 'none'} | {'yes' if r['boundary_in_icl_window'] else 'no'}{near} | "
-            f"{'yes' if r['boundary_window_meets_icl_window'] else 'no'} | {r['llc_peak']} | {final} |"
+            f"{'yes' if r['boundary_window_meets_icl_window'] else 'no'} | {r['llc_peak']} | {_number(r['llc_at_icl_foot'])} → {_number(r['llc_at_icl_top'])} | {final} |"
         )
     if heads:
         lines += ["", "Refined LLC per head: before the ICL transition / at it / at the end", "",
@@ -267,6 +278,10 @@ def markdown(table: pl.DataFrame) -> str:
                 cells.append(" / ".join("–" if v is None else f"{v:.1f}" for v in values))
             lines.append(f"| {r['condition']} | {r['seed']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
 
 
 def draw(out: Path, configs: dict[str, RunConfig], seeds: list[int]) -> Path:
