@@ -223,11 +223,12 @@ def run_row(run_dir: Path, condition: str, seed: int, config: RunConfig) -> dict
     moments = {"before": earlier[-1] if earlier else None, "at": nearest_checkpoint(part_steps, t), "end": part_steps[-1] if part_steps else None}
     for part in config.llc.parts:
         for moment, step in moments.items():
-            row[f"{part}@{moment}"] = _value(run, f"llc.{part}", step)
+            row[f"{part}@{moment}"] = None if step is None else _value(run, f"llc.{part}", step)
     return row
 
 
 def _value(run, metric: str, step: int | None) -> float | None:
+    """The metric at `step`, or its last value when `step` is None."""
     curve = run.curve(metric)
     if curve.height == 0:
         return None
@@ -285,7 +286,9 @@ def _number(value: float | None) -> str:
 
 
 def draw(out: Path, configs: dict[str, RunConfig], seeds: list[int]) -> Path:
-    """llc_stages.png and .svg: LLC (top) and ICL accuracy (bottom) against log step."""
+    """llc_stages.png and .svg: the LLC with the run's clamps on while sampling (top; stage
+    boundaries dotted), with them off for the clamped runs (middle), and ICL accuracy (bottom,
+    the training loss on pairs), against log step, one colour per condition, one line per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -293,7 +296,7 @@ def draw(out: Path, configs: dict[str, RunConfig], seeds: list[int]) -> Path:
 
     from icl_lab.stages import stages_of_run
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(8, 9.5), sharex=True, height_ratios=(3, 2, 2))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, condition in enumerate(configs):
         colour = colours[i % len(colours)]
@@ -302,22 +305,25 @@ def draw(out: Path, configs: dict[str, RunConfig], seeds: list[int]) -> Path:
             label = condition if j == 0 else None
             llc = run.curve("llc").filter(pl.col("step") >= 1)
             top.plot(llc["step"], llc["value"], color=colour, lw=1.2, alpha=0.85, label=label, marker=".", ms=3)
+            for b in stages_of_run(run.metrics).get("llc", {}).get("boundaries", []):
+                top.axvline(b["step"], color=colour, lw=0.7, alpha=0.5, ls=":")
             unclamped = run.curve("llc_unclamped").filter(pl.col("step") >= 1)
             if unclamped.height:
-                top.plot(unclamped["step"], unclamped["value"], color=colour, lw=0.8, ls="--", alpha=0.6,
-                         label=f"{condition}, clamps off while sampling" if j == 0 else None)
-            for b in stages_of_run(run.metrics).get("llc", {}).get("boundaries", []):
-                top.axvline(b["step"], color=colour, lw=0.6, alpha=0.4, ls=":")
+                middle.plot(unclamped["step"], unclamped["value"], color=colour, lw=1.0, alpha=0.8, label=label)
             metric = "icl_accuracy" if run.curve("icl_accuracy").height else "train_loss"
             acc = run.curve(metric).filter(pl.col("step") >= 1)
             bottom.plot(acc["step"], acc["value"], color=colour, lw=1.2, alpha=0.85, label=label)
             bottom.set_ylabel(metric.replace("_", " "))
     top.set_xscale("log")
-    top.set_ylabel("LLC estimate λ̂")
+    top.set_ylabel("λ̂, clamps on while sampling")
     top.set_title("LLC against training step (dotted: stage boundaries), one line per seed")
+    middle.set_ylabel("λ̂, clamps off")
+    middle.axhline(0, color="grey", lw=0.6)
+    middle.set_title("clamped runs sampled without their clamps (negative: not a minimum without them)", fontsize=9)
     bottom.set_xlabel("training step (optimizer updates, log scale)")
-    top.legend(fontsize=8)
-    bottom.legend(fontsize=8)
+    for axis in (top, middle, bottom):
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
     fig.tight_layout()
     for suffix in ("png", "svg"):
         fig.savefig(out / f"llc_stages.{suffix}", dpi=120)
