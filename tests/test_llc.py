@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from icl_lab.cli import main
-from icl_lab.llc import LLCConfig, estimate_llc, read_estimate, sampling_pool
+from icl_lab.llc import POOL_SEED_OFFSET, LLCConfig, estimate_llc, read_estimate, sampling_pool
 from icl_lab.llc.parts import parameter_masks
 from icl_lab.tasks.base import TaskBatch
 
@@ -63,7 +63,7 @@ def fit(model, data, steps=3000):
 
 
 def full_batch(n, nbeta, **settings) -> LLCConfig:
-    base = dict(lr=1e-3, n_beta=nbeta, localization=0.0, num_chains=4, num_draws=1000, num_burnin_steps=200,
+    base = dict(lr=1e-3, n_beta=nbeta, localization=0.0, num_chains=4, num_draws=600, num_burnin_steps=100,
                 batch_size=n, dataset_size=n, init_loss_batches=1)
     return LLCConfig(**{**base, **settings})
 
@@ -94,14 +94,14 @@ def test_regular_model_llc_is_half_its_parameter_count(seed):
         assert estimate.diverged is None
         if gamma == 0:
             assert abs(exact - d / 2) < 1e-9
-        # 4 chains' sd of the mean ≈ 0.2 at γ = 0 (χ²_d/2 draws, ~60 independent ones): 15% is > 3 sd
+        # 4 chains × 600 draws of a χ²_d/2 variable (~35 independent ones): sd of the mean ≈ 0.27, 15% is ~3 sd
         assert estimate.llc == pytest.approx(exact, rel=0.15 if gamma == 0 else 0.1)
 
 
 @pytest.mark.parametrize("widths", [(5, 3, 5), (4, 3, 8)])
 def test_degenerate_deep_linear_network_llc_matches_aoyagi(widths):
     m, h, o = widths
-    n = 1000
+    n = 500
     torch.manual_seed(0)
     model = LinearNetwork(widths)
     data = regression_data(n, m, o, 2)  # targets independent of inputs: true rank 0
@@ -120,8 +120,8 @@ def minimal_sgld_llc(model, task, pool, config: LLCConfig, seed: int) -> tuple[f
     star = {k: v.detach().clone() for k, v in model.named_parameters()}
     rows = lambda: torch.randint(pool.size, (config.batch_size,), generator=gen)  # noqa: E731
     take = lambda idx: TaskBatch(**{f.name: None if getattr(pool, f.name) is None else getattr(pool, f.name)[idx] for f in dataclasses.fields(TaskBatch)})  # noqa: E731
-    with torch.no_grad():
-        init = np.mean([float(task.loss(model.forward_batch(b), b)) for b in (take(rows()) for _ in range(config.init_loss_batches))])
+    with torch.no_grad():  # L_n(w*) on the whole pool
+        init = float(task.loss(model.forward_batch(pool), pool))
     chains = []
     for _ in range(config.num_chains):
         chain = copy.deepcopy(model)
@@ -152,7 +152,7 @@ def trained_once(tmp_path_factory):
     config = RunConfig(
         task="bursty", task_config=BurstyConfig(num_classes=64, num_labels=8, dim=15, context_pairs=4, burstiness=2, eval_size=64),
         model=ModelConfig(n_layers=2, n_heads=2, d_model=16), measures=BURSTY_MEASURES, track=("icl_accuracy",),
-        train=TrainConfig(steps=80, batch_size=16, eval_every=40, checkpoint_every=40, lr=1e-2), seed=3, device="cpu", preset="tiny",
+        train=TrainConfig(steps=300, batch_size=32, eval_every=150, checkpoint_every=150, lr=1e-2), seed=3, device="cpu", preset="tiny",
     )
     out = tmp_path_factory.mktemp("llc") / "run"
     train(config, out, progress=False)
@@ -161,7 +161,8 @@ def trained_once(tmp_path_factory):
 
 @pytest.fixture
 def trained_run(trained_once, tmp_path):
-    """A fresh copy of one tiny trained run (80 steps, checkpoints at 0, 40, 80) per test."""
+    """A fresh copy of one tiny trained run (300 steps, checkpoints at 0, 150, 300: near a minimum,
+    so λ̂ is clearly positive) per test."""
     import shutil
 
     return Path(shutil.copytree(trained_once, tmp_path / "run"))
@@ -171,15 +172,19 @@ def test_devinterp_measure_agrees_with_an_independent_minimal_sgld(trained_run):
     from icl_lab.checkpoints import load_model
     from icl_lab.posthoc import measure_run
 
-    settings = dict(num_chains=4, num_draws=150, num_burnin_steps=50, batch_size=32, dataset_size=1024, init_loss_batches=16)
-    rows = measure_run(trained_run, ["llc"], [80], progress=False, write=False, llc=settings)
+    # 128 batches of 32 = the whole pool: devinterp's L_n(w*) is the pool's loss, as the minimal sampler's
+    # (nβ = 100 turns a 0.04-nat error in L_n(w*) into 4 in λ̂); and a pool of more batches than a
+    # chain's steps, so devinterp's cycling through its first epoch's order never repeats a batch
+    settings = dict(num_chains=4, num_draws=100, num_burnin_steps=30, batch_size=32, dataset_size=4096, init_loss_batches=128)
+    rows = measure_run(trained_run, ["llc"], [300], progress=False, write=False, llc=settings)
     values = dict(zip(rows["metric"], rows["value"]))
     ours_mean = values["llc"]
     ours_se = values["llc.std"] / 2
-    model, task, config = load_model(trained_run, 80)
-    config = dataclasses.replace(config.llc, **settings)
-    pool = sampling_pool(task, config, seed=7)
+    model, task, run_config = load_model(trained_run, 300)
+    config = dataclasses.replace(run_config.llc, **settings)
+    pool = sampling_pool(task, config, seed=run_config.seed + POOL_SEED_OFFSET)  # the measure's pool
     mean, se = minimal_sgld_llc(model, task, pool, config, seed=5)
+    assert mean > 5  # near a minimum: a clearly positive λ̂, so a factor-2 error could not pass
     assert abs(ours_mean - mean) < max(3 * math.hypot(ours_se, se), 0.15 * abs(mean)), (ours_mean, ours_se, mean, se)
 
 
@@ -190,11 +195,12 @@ def test_live_llc_equals_post_hoc_and_stages_reach_the_summary(tmp_path, tiny_ru
 
     config = dataclasses.replace(
         tiny_run_config, measures=("icl_accuracy", "llc"),
-        train=dataclasses.replace(tiny_run_config.train, steps=24, eval_every=4, checkpoint_every=8),
-    ).with_overrides({"llc.num_draws": 20, "llc.num_burnin_steps": 5, "llc.dataset_size": 256, "llc.parts": ["L1H0"]})
+        train=dataclasses.replace(tiny_run_config.train, steps=24, eval_every=8, checkpoint_every=8),
+    ).with_overrides({"llc.num_draws": 10, "llc.num_burnin_steps": 2, "llc.dataset_size": 128, "llc.init_loss_batches": 2,
+                      "llc.parts": ["L1H0"]})
     result = train(config, tmp_path / "run", progress=False)
     live = load_run(tmp_path / "run").curve("llc")
-    assert live["step"].to_list() == [0, 4, 8, 12, 16, 20, 24]
+    assert live["step"].to_list() == [0, 8, 16, 24]
     assert set(result.summary["stages"]) == {"llc", "llc.L1H0"}
     post = measure_run(tmp_path / "run", ["llc"], [8, 24], progress=False, write=False)
     post = dict(zip(zip(post["step"], post["metric"]), post["value"]))
@@ -232,7 +238,7 @@ def test_refined_masks_select_one_heads_weights(tiny_run_config):
 def test_sampling_with_clamps_attaches_them_to_every_copy_and_leaves_the_rng(trained_run):
     from icl_lab.checkpoints import load_model
 
-    model, task, _ = load_model(trained_run, 80)
+    model, task, _ = load_model(trained_run, 300)
     attached = []
 
     class Engine:
@@ -255,7 +261,7 @@ def test_sampling_with_clamps_attaches_them_to_every_copy_and_leaves_the_rng(tra
 def test_labmodel_deepcopy_is_a_clean_equal_model(trained_run):
     from icl_lab.checkpoints import load_model
 
-    model, task, _ = load_model(trained_run, 80)
+    model, task, _ = load_model(trained_run, 300)
     batch = task.eval_sets()["icl"]
     twin = copy.deepcopy(model)
     assert torch.equal(model.forward_batch(batch), twin.forward_batch(batch))
@@ -270,13 +276,13 @@ def test_labmodel_deepcopy_is_a_clean_equal_model(trained_run):
 def test_diverged_chains_are_reported_not_stored(trained_run, capsys):
     from icl_lab.store import load_run
 
-    code = main(["measure", str(trained_run), "--measures", "llc", "--steps", "80", "--no-progress",
+    code = main(["measure", str(trained_run), "--measures", "llc", "--steps", "300", "--no-progress",
                  "--set", "llc.lr=30", "--set", "llc.num_draws=20", "--set", "llc.num_burnin_steps=0"])
     assert code == 0
     metrics = load_run(trained_run).metrics
-    names = set(metrics.filter(metrics["step"] == 80)["metric"].to_list())
+    names = set(metrics.filter(metrics["step"] == 300)["metric"].to_list())
     assert "llc.diverged" in names and "llc" not in names and "llc.std" not in names
-    assert "llc at step 80 diverged, not stored" in capsys.readouterr().err
+    assert "llc at step 300 diverged, not stored" in capsys.readouterr().err
 
 
 def test_read_estimate_flags_nan_and_runaway_chains():
@@ -346,10 +352,10 @@ def test_data_refined_llc_samples_on_the_evaluation_set(trained_run):
     from icl_lab.checkpoints import load_model
     from icl_lab.posthoc import measure_run
 
-    _, task, _ = load_model(trained_run, 80)
+    _, task, _ = load_model(trained_run, 300)
     pool = sampling_pool(task, LLCConfig(data="icl", batch_size=16), seed=0)
     assert torch.equal(pool.inputs, task.eval_sets()["icl"].inputs)
-    rows = measure_run(trained_run, ["llc"], [80], progress=False, write=False,
+    rows = measure_run(trained_run, ["llc"], [300], progress=False, write=False,
                        llc={"data": "icl", "batch_size": 16, "num_draws": 10, "num_burnin_steps": 2, "parts": ["L0H0"]})
     assert {"llc@icl", "llc@icl.std", "llc.L0H0@icl", "llc.L0H0@icl.std"} <= set(rows["metric"])
 
@@ -362,11 +368,11 @@ def test_a_clamped_run_is_sampled_with_its_clamps_on_or_off(tmp_path, tiny_run_c
 
     clamp = Intervention(hook="blocks.1.attn.hook_pattern", heads=(0,), query_positions="query", target="induction")
     config = dataclasses.replace(tiny_run_config, interventions=(clamp,),
-                                 train=dataclasses.replace(tiny_run_config.train, steps=40, checkpoint_every=40, lr=1e-2))
+                                 train=dataclasses.replace(tiny_run_config.train, steps=24, eval_every=12, checkpoint_every=24, lr=1e-2))
     train(config, tmp_path / "run", progress=False)
-    small = {"num_draws": 30, "num_burnin_steps": 10, "dataset_size": 256}
-    on = measure_run(tmp_path / "run", ["llc"], [40], progress=False, write=False, llc=small)
-    off = measure_run(tmp_path / "run", ["llc"], [40], progress=False, write=False, llc={**small, "clamps": "off"})
+    small = {"num_draws": 20, "num_burnin_steps": 5, "dataset_size": 256, "init_loss_batches": 4}
+    on = measure_run(tmp_path / "run", ["llc"], [24], progress=False, write=False, llc=small)
+    off = measure_run(tmp_path / "run", ["llc"], [24], progress=False, write=False, llc={**small, "clamps": "off"})
     on, off = dict(zip(on["metric"], on["value"])), dict(zip(off["metric"], off["value"]))
     assert "llc" in on and "llc_unclamped" not in on
     assert "llc_unclamped" in off and "llc" not in off

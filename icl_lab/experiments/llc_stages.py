@@ -61,7 +61,9 @@ def plan(preset: str, conditions: list[str] | None, steps: int | None, overrides
     heads = [f"L{layer}H{head}" for layer in range(base.model.n_layers) for head in range(base.model.n_heads)]
     if task == "pairs":  # sixteen heads: the clamped pair and one other per layer
         heads = ["L0H0", "L0H2", "L1H0", "L1H3"]
-    base = base.with_overrides({"llc.parts": heads, **(overrides or {})})
+    # stages are read against log step: at least 10 checkpoints a decade (pairs/cpu has none)
+    dense = {"train.checkpoints_per_decade": max(10, base.train.checkpoints_per_decade)}
+    base = base.with_overrides({"llc.parts": heads, **dense, **(overrides or {})})
     if steps is not None:
         base = base.with_overrides({"train.steps": steps})
     valid = TASK_CONDITIONS[task]
