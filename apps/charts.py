@@ -85,7 +85,7 @@ def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, doma
             if len(mine):
                 layers.append(alt.Chart(mine).mark_rule(strokeDash=[4, 4], strokeWidth=1.5).encode(
                     x=x, color=alt.Color(f"{by}:N", scale=colour_scale(domain), legend=None),
-                    tooltip=[by, "metric", "kind", alt.Tooltip("step:Q", title=axis)]))
+                    tooltip=[by, "metric", *(["kind"] if "kind" in mine.columns else []), alt.Tooltip("step:Q", title=axis)]))
         if marks is not None and marks.height:
             frame = marks.to_pandas()
             layers.append(alt.Chart(frame).mark_rule(color="black", strokeDash=[2, 2]).encode(x=x, tooltip=["label", "step"]))

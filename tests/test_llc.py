@@ -378,3 +378,19 @@ def test_a_clamped_run_is_sampled_with_its_clamps_on_or_off(tmp_path, tiny_run_c
     assert "llc_unclamped" in off and "llc" not in off
     # the clamp holds L1H0's query row: the sampled landscapes differ (same pool, same noise)
     assert on["llc"] != pytest.approx(off["llc_unclamped"], rel=1e-3)
+
+
+def test_stage_rules_say_what_they_mark_in_the_chart_tooltip():
+    import sys
+
+    import polars as pl
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "apps"))
+    import charts
+
+    curves = pl.DataFrame({"step": [1, 10, 100], "metric": ["llc"] * 3, "value": [1.0, 5.0, 3.0], "run": ["a"] * 3, "condition": ["c"] * 3})
+    rules = pl.DataFrame({"run": ["a"], "condition": ["c"], "metric": ["llc"], "step": [10], "kind": ["stage boundary: peak"]})
+    spec = charts.curve_panels(curves, [["llc"]], by="run", domain=["a"], rules=rules).to_dict()
+    layers = spec["vconcat"][0]["layer"]
+    (rule,) = [v for v in layers if v["mark"]["type"] == "rule" and "strokeDash" in v["mark"]]
+    assert "kind" in [t["field"] for t in rule["encoding"]["tooltip"]]
