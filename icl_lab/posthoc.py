@@ -61,7 +61,9 @@ def measure_run(
     names = expand_measures(list(measures) if measures else ["progress"], config.task)
     validate_measures(names, config.task)
     if "llc" in names:
-        check_llc(config)
+        from icl_lab.llc import check_settings
+
+        check_settings(config)
     chosen = resolve_steps(run_dir, steps)
     dev = resolve_device(device)
     lock = RunLock.of_run(run_dir, "measure") if write else None
@@ -90,9 +92,9 @@ def _measure_checkpoints(run_dir: Path, config, names: list[str], steps: list[in
     rows: list[tuple[int, str, float]] = []
     llc_context = None
     if "llc" in names:
-        from icl_lab.llc import POOL_SEED_OFFSET, LLCContext
+        from icl_lab.llc import LLCContext
 
-        llc_context = LLCContext(config.llc, pool_seed=config.seed + POOL_SEED_OFFSET, clamped_run=engine is not None)
+        llc_context = LLCContext.for_run(config)
     try:
         for step in tqdm(steps, disable=not progress, desc=f"measure {run_dir.name}", unit="ckpt"):
             restore_weights(model, run_dir, step)
@@ -103,14 +105,7 @@ def _measure_checkpoints(run_dir: Path, config, names: list[str], steps: list[in
                 else:
                     engine.set_running_means({})
                 engine.set_step(step, "eval")
-            options = None
-            if llc_context is not None:
-                llc_context.step = step
-                if engine is not None:
-                    from icl_lab.llc import clamp_attacher
-
-                    llc_context.attach_clamps = clamp_attacher(config.interventions, task, step, engine.running_means(), engine.load_reference)
-                options = {"llc": llc_context}
+            options = None if llc_context is None else llc_context.at(step, config.interventions, task, engine)
             values = evaluate(model, task, batches, names, options)
             names_sorted = sorted(values)
             host = torch.stack([values[n].double().cpu() for n in names_sorted]).tolist()
@@ -135,22 +130,6 @@ def parse_steps(text: str | None) -> list[int] | None:
         except ValueError:
             raise ConfigError(f"--steps: {part!r} is not a step number (write e.g. 0,500,1000 or all)") from None
     return out
-
-
-def check_llc(config) -> None:
-    """Everything the `llc` measure needs, before any checkpoint is loaded: devinterp, the
-    evaluation set it samples on, the parts the model has."""
-    from icl_lab.llc import require_devinterp
-    from icl_lab.tasks import task_class
-
-    require_devinterp()
-    sets = task_class(config.task).eval_set_names
-    if config.llc.data != "train" and config.llc.data not in sets:
-        raise ConfigError(f"llc.data={config.llc.data!r} is not train or one of the task's evaluation sets: {', '.join(sets)}")
-    if config.llc.parts:
-        from icl_lab.llc.parts import check_parts
-
-        check_parts(config.model, config.llc.parts)
 
 
 def update_stages(run_dir: Path) -> None:

@@ -100,6 +100,12 @@ class TrainingRun:
     """
 
     def __init__(self, config: RunConfig, device: torch.device):
+        self.llc_context = None  # the `llc` measure's settings and sampling pool, when the run measures it live
+        if "llc" in config.measures:  # refused before the run directory is written
+            from icl_lab.llc import LLCContext, check_settings
+
+            check_settings(config)
+            self.llc_context = LLCContext.for_run(config)
         torch.manual_seed(config.seed)
         self.config, self.device, self.cfg = config, device, config.train
         self.task = make_task(config.task, config.task_config, seed=config.seed, device=device)
@@ -118,7 +124,6 @@ class TrainingRun:
         self.eval_steps: list[int] = []
         self.torch_rng: torch.Tensor | None = None
         self.run: RunLifecycle | None = None
-        self.llc_context = None  # the `llc` measure's settings and sampling pool, made at its first evaluation
 
     @property
     def writer(self):
@@ -224,19 +229,10 @@ class TrainingRun:
         return floats
 
     def measure_options(self, step: int) -> dict[str, Any] | None:
-        """Settings of the measures that take them: the `llc` measure's LLCContext (its sampler
-        settings, the step, the run's clamps as they stand, for the sampler's model copies)."""
-        if "llc" not in self.config.measures:
-            return None
-        from icl_lab.llc import POOL_SEED_OFFSET, LLCContext, clamp_attacher
-
+        """Settings of the measures that take them: the `llc` measure's LLCContext."""
         if self.llc_context is None:
-            self.llc_context = LLCContext(self.config.llc, pool_seed=self.config.seed + POOL_SEED_OFFSET,
-                                          clamped_run=bool(self.config.interventions))
-        self.llc_context.step = step
-        self.llc_context.attach_clamps = None if self.engine is None else clamp_attacher(
-            self.config.interventions, self.task, step, self.engine.running_means(), self.engine.load_reference)
-        return {"llc": self.llc_context}
+            return None
+        return self.llc_context.at(step, self.config.interventions, self.task, self.engine)
 
     def checkpoint(self, step: int) -> None:
         self.writer.save_checkpoint(step, self.model.checkpoint_state(), TrainingState(

@@ -396,3 +396,13 @@ def test_stage_rules_say_what_they_mark_in_the_chart_tooltip():
     layers = spec["vconcat"][0]["layer"]
     (rule,) = [v for v in layers if v["mark"]["type"] == "rule" and "strokeDash" in v["mark"]]
     assert "kind" in [t["field"] for t in rule["encoding"]["tooltip"]]
+
+
+def test_training_with_a_bad_llc_setting_is_refused_before_the_run_directory_is_written(tmp_path, tiny_run_config):
+    from icl_lab.config import ConfigError
+    from icl_lab.train import train
+
+    config = dataclasses.replace(tiny_run_config, measures=("icl_accuracy", "llc")).with_overrides({"llc.parts": ["L2H0"]})
+    with pytest.raises(ConfigError, match="'L2H0' names layer 2, but the model has layers 0..1"):
+        train(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

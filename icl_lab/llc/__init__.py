@@ -39,6 +39,32 @@ class LLCContext:
             self._pool = sampling_pool(task, self.config, self.pool_seed)
         return self._pool
 
+    @classmethod
+    def for_run(cls, config) -> "LLCContext":
+        """The context of a run (a RunConfig): its llc settings and pool seed."""
+        return cls(config.llc, pool_seed=config.seed + POOL_SEED_OFFSET, clamped_run=bool(config.interventions))
+
+    def at(self, step: int, specs, task, engine) -> dict:
+        """The measure options for an evaluation at `step`: with the run's clamp engine, its
+        specs and running means as they stand, for the sampler's model copies."""
+        self.step = step
+        self.attach_clamps = None if engine is None else clamp_attacher(specs, task, step, engine.running_means(), engine.load_reference)
+        return {"llc": self}
+
+
+def check_settings(config) -> None:
+    """Everything a run config's `llc` measure needs, before any work: devinterp installed, the
+    evaluation set it samples on, parts the model has (ConfigError naming the value)."""
+    from icl_lab.config import ConfigError
+    from icl_lab.llc.parts import check_parts
+    from icl_lab.tasks import task_class
+
+    require_devinterp()
+    sets = task_class(config.task).eval_set_names
+    if config.llc.data != "train" and config.llc.data not in sets:
+        raise ConfigError(f"llc.data={config.llc.data!r} is not train or one of the task's evaluation sets: {', '.join(sets)}")
+    check_parts(config.model, config.llc.parts)
+
 
 def clamp_attacher(specs, task, step: int, running_means: dict | None, load_reference=None) -> Callable:
     """`attach(model) -> engine`: the run's intervention specs on a model copy, switched to
@@ -59,6 +85,7 @@ __all__ = [
     "LLCConfig",
     "LLCContext",
     "LLCEstimate",
+    "check_settings",
     "clamp_attacher",
     "estimate_llc",
     "is_estimate",
