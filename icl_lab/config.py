@@ -205,6 +205,9 @@ def parse_cli_value(text: str) -> Any:
         return text
 
 
+MAX_STEPS = 100_000_000  # 10⁸ updates: a day at 1,000 steps/s; far past any run the papers train
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train: optimizer, schedule, batch, length and cadence of evaluation/checkpoints.
@@ -242,6 +245,9 @@ class TrainConfig:
         })
         if self.checkpoint_every < 0 or self.warmup_steps < 0:
             raise ConfigError("train.checkpoint_every and train.warmup_steps must be >= 0")
+        if self.steps > MAX_STEPS:
+            raise ConfigError(f"train.steps={self.steps:.3g} is more than {MAX_STEPS:,}, the most one run may train "
+                              "(a typo such as 1e20 would train for ever); extend a finished run with `icl-lab resume --steps`")
         if len(self.checkpoint_window) != 2 or not 0 <= self.checkpoint_window[0] <= self.checkpoint_window[1]:
             raise ConfigError(f"train.checkpoint_window must be [start, end] with 0 <= start <= end, got {list(self.checkpoint_window)}")
         if not 0 <= self.checkpoints_per_decade <= 100:

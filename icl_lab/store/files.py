@@ -89,7 +89,8 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     """config.json of a run; RunError when the directory is not a run or the file is corrupt."""
     p = paths(run_dir)
     if not p.dir.is_dir():
-        raise RunError(f"{p.dir} is not a run directory (no such directory)")
+        why = "a file, not a directory" if p.dir.exists() else "no such directory"
+        raise RunError(f"{p.dir} is not a run directory ({why})")
     config = read_json(p.config)
     if config is None:
         raise RunError(f"{p.dir} is not a run directory (no config.json)")
