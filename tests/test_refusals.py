@@ -28,3 +28,52 @@ def test_measure_on_a_file_says_it_is_a_file(tmp_path):
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert "a file, not a directory" in done.stderr and "notes.txt" in done.stderr
     assert file.read_text() == "not a run"
+
+
+def _interrupt_when_running(cmd, run_dir, env=None):
+    """Start `cmd`, send Ctrl-C (SIGINT) once run_dir's status says running, return (code, stderr)."""
+    import json
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    status = run_dir / "status.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads(status.read_text())["state"] == "running" and any((run_dir / "checkpoints").glob("*.safetensors")):
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verb", ["train", "resume"])
+def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, verb):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "long"
+    base = [sys.executable, "-m", "icl_lab.cli"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    train = [*base, "train", "pairs", "--steps", "100000", "--threads", "1", "--no-progress", "--out", str(run_dir),
+             "--set", "train.eval_every=20", "--set", "train.checkpoint_every=20"]
+    if verb == "resume":  # a stopped run, interrupted again while resuming
+        code, _ = _interrupt_when_running(train, run_dir, env)
+        assert code == 130
+        cmd = [*base, "resume", str(run_dir), "--threads", "1", "--no-progress"]
+    else:
+        cmd = train
+    code, err = _interrupt_when_running(cmd, run_dir, env)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 130, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0] == f"icl-lab {verb}: interrupted (Ctrl-C); run {run_dir} is stopped and resumable: icl-lab resume {run_dir}"
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "stopped"

@@ -25,8 +25,11 @@ its grid failed.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
 from icl_lab.cli import ablate, experiment, measure, patch, presets, resume, rfm, sweep, train
+from icl_lab.cli.arguments import Interrupted
 from icl_lab.config import ConfigError
 
 # verb -> its module: HELP (one line), DESCRIPTION (optional), add_arguments(parser) and
@@ -57,10 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)  # exits 2 on unknown verbs, choices, options and bad values
     try:
         return VERBS[args.command].run(args)
     except ConfigError as err:  # RunError (a bad run directory or file) is one
         message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
         parser.exit(2, f"icl-lab {args.command}: error: {message}\n")
+    except KeyboardInterrupt as stop:  # Ctrl-C: one line and 130, never a traceback through torch
+        how = str(stop) if isinstance(stop, Interrupted) else f"rerun `{shlex.join(['icl-lab', *argv])}` to go on from where it stopped"
+        print(f"icl-lab {args.command}: interrupted (Ctrl-C); {how}", file=sys.stderr)
+        return 130
 

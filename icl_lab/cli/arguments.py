@@ -16,6 +16,29 @@ from icl_lab.run_config import MAX_SEED
 MAX_COUNT = 2**63 - 1  # steps are stored as int64
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with the one line that says what was left and how to go on (`main` prints it)."""
+
+
+@contextlib.contextmanager
+def stops_resumably(run_dir: Path) -> Iterator[None]:
+    """Turn Ctrl-C during a run into one line: the run's state and the command that resumes it."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from icl_lab.store import read_status
+
+        try:
+            state = read_status(run_dir)["state"]
+        except Exception:  # noqa: BLE001  (no status yet, or unreadable: nothing resumable)
+            state = None
+        if state == "stopped":
+            raise Interrupted(f"run {run_dir} is stopped and resumable: icl-lab resume {run_dir}") from None
+        if state is None:
+            raise Interrupted(f"run {run_dir} was not started; nothing was written") from None
+        raise Interrupted(f"run {run_dir} is left {state!r}; `icl-lab resume {run_dir}` continues it where it can") from None
+
+
 class UsageError(ConfigError):
     """Bad command-line input: reported with exit code 2."""
 

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from icl_lab.checkpoints import run_config_of
-from icl_lab.cli.arguments import SINGLE_RUN_DEFAULT, SINGLE_RUN_THREADS, THREADS_HELP, cpu_threads, threads
+from icl_lab.cli.arguments import SINGLE_RUN_DEFAULT, SINGLE_RUN_THREADS, THREADS_HELP, cpu_threads, stops_resumably, threads
 from icl_lab.store import check_run, intact_state_steps, read_status
 
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"resuming {run_dir} from step {steps[-1]} to {args.steps or config.train.steps}")
     from icl_lab.train import extend, train  # builds the model: imports TransformerLens
 
-    with cpu_threads(args.threads, SINGLE_RUN_THREADS):
+    with stops_resumably(run_dir), cpu_threads(args.threads, SINGLE_RUN_THREADS):
         if args.steps is not None:
             result = extend(run_dir, args.steps, progress=not args.no_progress)
         else:

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from icl_lab.cli.arguments import SINGLE_RUN_DEFAULT, SINGLE_RUN_THREADS, THREADS_HELP, UsageError, count, cpu_threads, device, seed, threads
+from icl_lab.cli.arguments import SINGLE_RUN_DEFAULT, SINGLE_RUN_THREADS, THREADS_HELP, UsageError, count, cpu_threads, device, seed, stops_resumably, threads
 from icl_lab.config import parse_cli_value
 from icl_lab.presets import default_preset, get_preset
 from icl_lab.provenance import resolve_device
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     config, out = plan(args)
     from icl_lab.train import train  # builds the model: imports TransformerLens
 
-    with cpu_threads(args.threads, SINGLE_RUN_THREADS) as n_threads:
+    with stops_resumably(out), cpu_threads(args.threads, SINGLE_RUN_THREADS) as n_threads:
         print(f"training {config.task}/{config.preset} for {config.train.steps} steps "
               f"(seed {config.seed}, device {resolve_device(config.device)}, {n_threads} torch threads) -> {out}")
         for spec in config.interventions:
