@@ -53,8 +53,28 @@ def restore_weights(model, run_dir: str | Path, step: int) -> None:
     tensors are not this model's (foreign names or shapes)."""
     device = next(model.parameters()).device
     tensors = load_checkpoint(run_dir, step)
+    misfits = checkpoint_misfits(tensors, model.checkpoint_state())
+    if misfits:
+        raise RunError(f"{paths(run_dir).weights(step)}: its tensors do not fit the run's model ({misfits})")
     try:
         model.load_checkpoint_state({k: v.to(device) for k, v in tensors.items()})
     except (KeyError, RuntimeError) as err:
         reason = str(err).strip().splitlines()[0]
         raise RunError(f"{paths(run_dir).weights(step)}: its tensors do not fit the run's model ({reason})") from None
+
+
+def checkpoint_misfits(tensors: dict, expected: dict, shown: int = 3) -> str:
+    """What keeps `tensors` from loading into a model whose own state is `expected`: missing
+    and foreign tensor names, and shape or dtype mismatches, the first `shown` of each; "" when
+    they fit."""
+    missing = [k for k in expected if k not in tensors]
+    foreign = [k for k in tensors if k not in expected]
+    wrong = [f"{k} is {list(tensors[k].shape)} {str(tensors[k].dtype).removeprefix('torch.')}, the model's "
+             f"{list(v.shape)} {str(v.dtype).removeprefix('torch.')}"
+             for k, v in expected.items() if k in tensors and (tensors[k].shape != v.shape or tensors[k].dtype != v.dtype)]
+    parts = []
+    for what, items in (("missing", missing), ("not the model's", foreign), ("", wrong)):
+        if items:
+            more = f" and {len(items) - shown} more" if len(items) > shown else ""
+            parts.append((f"{what}: " if what else "") + ", ".join(items[:shown]) + more)
+    return "; ".join(parts)

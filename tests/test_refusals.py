@@ -77,3 +77,41 @@ def test_ctrl_c_prints_one_line_with_the_resume_command(tmp_path, verb):
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0] == f"icl-lab {verb}: interrupted (Ctrl-C); run {run_dir} is stopped and resumable: icl-lab resume {run_dir}"
     assert json.loads((run_dir / "status.json").read_text())["state"] == "stopped"
+
+
+@pytest.fixture
+def short_run(tmp_path, tiny_run_config):
+    from icl_lab import train
+
+    config = tiny_run_config.with_overrides({"train.steps": 10, "train.eval_every": 5, "train.checkpoint_every": 5})
+    train(config, tmp_path / "run", progress=False)
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("change", ["drop", "reshape", "retype", "foreign"])
+def test_a_checkpoint_that_does_not_fit_names_the_tensor_and_its_shape(short_run, change):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from icl_lab.posthoc import measure_run
+    from icl_lab.store import RunError, paths
+
+    weights = paths(short_run).weights(5)
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    shape = list(tensors[name].shape)
+    if change == "drop":
+        del tensors[name]
+        expected = rf"missing: {name}"
+    elif change == "reshape":
+        tensors[name] = torch.zeros(shape[0] + 1, *shape[1:])
+        expected = rf"{name} is \[{shape[0] + 1}.*\] float32, the model's \[{shape[0]}.*\] float32"
+    elif change == "retype":
+        tensors[name] = tensors[name].double()
+        expected = rf"{name} is .* float64, the model's .* float32"
+    else:
+        tensors["bridge.extra_weight"] = torch.zeros(2)
+        expected = r"not the model's: bridge\.extra_weight"
+    save_file(tensors, weights)
+    with pytest.raises(RunError, match=rf"step_5\.safetensors: its tensors do not fit the run's model \({expected}"):
+        measure_run(short_run, ["icl_accuracy"], [5], progress=False)
