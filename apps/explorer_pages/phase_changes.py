@@ -12,7 +12,7 @@ from icl_lab import explore
 from .context import PageContext
 from .widgets import download, keep_choice, keep_valid, selected_runs
 
-ALL_TASKS = "all tasks together (mixes steps and RFM iterations)"
+ALL_TASKS = "all tasks together (their x axes may count different things)"
 
 
 def draw(ctx: PageContext) -> None:
@@ -27,7 +27,7 @@ def draw(ctx: PageContext) -> None:
     shown = _runs_of_one_task(chosen)
     axes = sorted({i.axis for i in shown})
     if len(axes) > 1:
-        st.warning("This x axis mixes training steps and RFM iterations, as asked.")
+        st.warning(f"This x axis mixes what the runs count ({' and '.join(axes)}), as asked.")
     curves = ctx.curves(shown)
     if curves.height == 0:
         st.info("The selected runs have no readable metrics yet.")
@@ -63,7 +63,7 @@ def _runs_of_one_task(chosen: list) -> list:
         by_task.setdefault(info.task, []).append(info)
     options = list(by_task) + ([ALL_TASKS] if len(by_task) > 1 else [])
     keep_choice("phase-task", options, options[0])
-    group = st.radio("runs of task (steps and RFM iterations get separate axes)", options, horizontal=True, key="phase-task")
+    group = st.radio("runs of task (each on the x axis its task declares)", options, horizontal=True, key="phase-task")
     return chosen if group == ALL_TASKS else by_task[group]
 
 

@@ -51,7 +51,7 @@ def attention_patterns(info: RunInfo, step: int, example: int = 0, eval_set: str
     names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.config.n_layers)]
     with torch.no_grad():
         _, cache = model.run_with_cache(batch.inputs, batch.positions, names=names, batch=batch)
-    return {l: cache[n][0].numpy() for l, n in enumerate(names)}, token_labels(task, batch)
+    return {l: cache[n][0].numpy() for l, n in enumerate(names)}, task.token_labels(batch, 0)
 
 
 def feature_matrix(info: RunInfo, step: int) -> np.ndarray:
@@ -70,16 +70,3 @@ def feature_labels(size: int) -> list:
     p = size // 2
     return [f"a{i}" for i in range(p)] + [f"b{i}" for i in range(p)] if size == 2 * p else list(range(size))
 
-
-def token_labels(task, batch) -> list[str]:  # INTERIM: until tasks declare token_labels (branch shape-tasks)
-    T = batch.inputs.shape[1]
-    if getattr(task, "name", "") == "bursty":
-        N = (T - 1) // 2
-        labels = []
-        for i in range(N):
-            labels += [f"x{i + 1} c{int(batch.context_classes[0, i])}", f"ℓ{i + 1}={int(batch.context_labels[0, i])}"]
-        return labels + [f"query c{int(batch.query_class[0])}"]
-    if getattr(task, "name", "") == "modular":
-        a, b = int(batch.inputs[0, 0]), int(batch.inputs[0, 1])
-        return [f"a={a}", f"b={b}", "query ="]
-    return [str(t) for t in range(T)]
