@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from icl_lab import explore, explore_tables
+from icl_lab import explore
 from icl_lab.store import RunWriter
 
 CONDITIONS = 10  # runs are cond<r % 10>-seed<r // 10>
@@ -104,7 +104,7 @@ def bench(runs: int, steps: int, metrics: int) -> dict[str, float]:
         three = timed("curves, all runs, 3 metrics", lambda: explore.load_curves(infos, ["icl_accuracy", "iwl_accuracy", "train_loss"]))
         full = timed("curves, all runs, all metrics", lambda: explore.load_curves(infos))
         timed("mean ± sd bands over seeds, 3 metrics", lambda: explore.condition_bands(three))
-        timed("find sweep and experiment tables", lambda: explore_tables.find_tables(root))
+        timed("find sweep and experiment tables", lambda: explore.tables.find_tables(root))
         print(f"  rows loaded: {full.height:,} (all metrics), {three.height:,} (3 metrics)")
         return time_pages(root)
 

@@ -40,6 +40,7 @@ from icl_lab.store import (
     read_config,
 )
 from icl_lab.tasks import make_task, task_after_training
+from icl_lab.tasks.base import Milestone
 from icl_lab.checkpoints import load_model, restore_weights, run_config_of  # load_model: the checkpoint target's reference models
 from interventions.engine import InterventionEngine
 
@@ -271,7 +272,7 @@ class TrainingRun:
         status done."""
         out = self.writer.dir
         after = task_after_training(self.task, out)
-        summary = summarize(out, self.config, self.run.wall_seconds, getattr(self.task, "transition_readings", {}))
+        summary = summarize(out, self.config, self.run.wall_seconds, self.task.transition_readings, self.task.milestones)
         summary.update(after)
         summary.update(extra or {})
         if self.engine is not None:
@@ -413,9 +414,11 @@ def check_interventions_fired(engine: InterventionEngine, train_steps: int, eval
                 )
 
 
-def summarize(run_dir: Path, config: RunConfig, wall_seconds: float, readings: dict[str, Reading] | None = None) -> dict[str, Any]:
+def summarize(run_dir: Path, config: RunConfig, wall_seconds: float, readings: dict[str, Reading] | None = None,
+              milestones: tuple[Milestone, ...] = ()) -> dict[str, Any]:
     """Transitions of the tracked metrics (each read with the task's `readings` entry for it,
-    else phases.Reading()), plus the final values of every metric."""
+    else phases.Reading()), the first evaluation at which each of the task's `milestones` was
+    reached (`first_steps`, by Milestone.key), and the final values of every metric."""
     metrics = load_metrics(run_dir)
     transitions = {}
     for name in config.track:
@@ -425,12 +428,11 @@ def summarize(run_dir: Path, config: RunConfig, wall_seconds: float, readings: d
         if found.transition_step is not None:
             entry["transition_sequences"] = found.transition_step * config.train.batch_size
         transitions[name] = entry
-    # grokking's s₁ and s₂: first evaluation with train accuracy 1.0 / test accuracy >= 0.95
     first_steps = {}
-    for name, level in {"train_accuracy": 1.0, "test_accuracy": 0.95}.items():
-        reached = metrics.filter((metrics["metric"] == name) & (metrics["value"] >= level))
+    for milestone in milestones:
+        reached = metrics.filter((metrics["metric"] == milestone.metric) & (metrics["value"] >= milestone.level))
         if reached.height:
-            first_steps[f"{name}>={level:g}"] = int(reached["step"].min())
+            first_steps[milestone.key] = int(reached["step"].min())
     last_step = int(metrics["step"].max()) if metrics.height else 0
     final = metrics.filter(metrics["step"] == last_step)
     stages = stages_of_run(metrics)  # LLC stage boundaries (Hoogland et al.), when the run has LLC estimates

@@ -312,15 +312,16 @@ def test_no_page_mixes_training_steps_with_rfm_iterations_unless_asked(store):
     at = app(store, "Phase changes")
     at.sidebar.multiselect(key="selected").set_value(["plain-s0", "rfm"]).run()
     assert at.radio(key="phase-task").value == "bursty"
-    assert x_titles(specs_of(at)[0]) == {"step"} and chart_runs(at.get("vega_lite_chart")[0]) == {"plain-s0"}
+    # each run's x axis is what its task declares it counts (BurstyTask.x_axis; RFM: iterations)
+    assert x_titles(specs_of(at)[0]) == {"training step"} and chart_runs(at.get("vega_lite_chart")[0]) == {"plain-s0"}
     at.radio(key="phase-task").set_value("rfm").run()
     assert x_titles(specs_of(at)[0]) == {"iteration"} and chart_runs(at.get("vega_lite_chart")[0]) == {"rfm"}
     at.radio(key="phase-task").set_value(at.radio(key="phase-task").options[-1]).run()  # asked for: both, said so
-    assert "mixes training steps and RFM iterations" in texts(at.warning)
+    assert "mixes what the runs count (iteration and training step)" in texts(at.warning)
     assert chart_runs(at.get("vega_lite_chart")[0]) == {"plain-s0", "rfm"}
     at = app(store, "Grokking & RFM")
-    axes = [x_titles(spec) & {"step", "iteration"} for spec in specs_of(at)]
-    assert all(len(axis) <= 1 for axis in axes) and {"step"} in axes and {"iteration"} in axes
+    axes = [x_titles(spec) & {"training step", "iteration"} for spec in specs_of(at)]
+    assert all(len(axis) <= 1 for axis in axes) and {"training step"} in axes and {"iteration"} in axes
     rfm_curves = specs_of(at)[-1]
     assert x_titles(rfm_curves) == {"iteration"} and rfm_curves["vconcat"][0]["layer"][0]["encoding"]["y"]["title"] == "accuracy"
 
@@ -574,6 +575,37 @@ def test_grokking_panel_after_nanda(store, tmp_path):
     at.checkbox(key="rfm-mask").uncheck().run()
     heat = json.loads(charts(at)[4])["layer"][0]["encoding"]
     assert "condition" not in heat["color"] and np.allclose(heat["color"]["scale"]["domain"], np.percentile(M, [1, 99]))
+
+
+def test_a_run_of_a_task_no_longer_registered_still_displays(store, tmp_path):
+    """An old run directory whose task is not registered: listed, its curves drawn against
+    training steps, no milestones; not offered where the task's code is needed (attention)."""
+    shutil.copytree(store / "plain-s0", tmp_path / "plain-s0")
+    shutil.copytree(store / "plain-s0", tmp_path / "retired")
+    config = json.loads(paths(tmp_path / "retired").config.read_text())
+    paths(tmp_path / "retired").config.write_text(json.dumps({**config, "task": "retired_task"}))
+    info = explore.read_run(tmp_path / "retired", tmp_path)
+    assert (info.task, info.problems, info.axis, info.declared.milestones) == ("retired_task", [], "training step", ())
+    at = app(tmp_path)
+    frame = at.dataframe[0].value.set_index("run")
+    assert frame.loc["retired"]["task"] == "retired_task" and frame.loc["retired"]["status"] == "done"
+    at.sidebar.radio(key="page").set_value("Phase changes").run()
+    at.sidebar.multiselect(key="selected").set_value(["retired"]).run()
+    assert not at.exception and "could not be drawn" not in texts(at.error)
+    assert x_titles(specs_of(at)[0]) == {"training step"} and chart_runs(at.get("vega_lite_chart")[0]) == {"retired"}
+    at.sidebar.radio(key="page").set_value("Attention patterns").run()
+    assert not at.exception and at.selectbox(key="att-run").options == ["plain-s0"]
+
+
+def test_milestone_marks_are_the_milestones_the_task_declares():
+    from icl_lab.tasks import Milestone
+
+    half = Milestone("icl_accuracy", 0.5, "half way")
+    info = explore.RunInfo(path=Path("nowhere"), name="r", first_steps={"icl_accuracy>=0.5": 7, "train_accuracy>=1": 3},
+                           declared=explore.Declarations(milestones=(half, Milestone("iwl_accuracy", 0.9, "never"))))
+    marks = explore.milestone_marks(info)
+    assert marks.to_dicts() == [{"step": 7, "label": "half way"}]  # reached and declared; others are not marked
+    assert explore.milestone_marks(explore.RunInfo(path=Path("nowhere"), name="r", first_steps={"train_accuracy>=1": 3})).height == 0
 
 
 def test_empty_and_missing_directories_get_a_message(tmp_path):

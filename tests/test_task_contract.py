@@ -17,7 +17,7 @@ from icl_lab.models import ModelConfig
 from icl_lab.store import load_run
 from icl_lab.tasks import AfterTraining, CorruptedTwin, IdealAttention, OrderedInputs, PositionRoles, ProbeSet
 from icl_lab.tasks import ModelIO, Task, TaskBatch, register_task, task_capabilities, task_names
-from icl_lab.tasks.base import TASK_MEMBERS
+from icl_lab.tasks.base import TASK_MEMBERS, Milestone
 
 
 # A complete task in the new design: its config, its class (what Task lists), nothing else.
@@ -31,6 +31,7 @@ class CountTask:
     """How many of the tokens are 0 (an answer in 0..length)."""
 
     name, input_kind, eval_set_names = "count", "tokens", ("train", "test")
+    milestones, transition_readings, x_axis = (), {}, "training step"
 
     def __init__(self, config, seed, device="cpu"):
         self.config, self.device = config, torch.device(device)
@@ -56,6 +57,9 @@ class CountTask:
     def loss(self, logits, batch):
         return F.cross_entropy(logits, batch.targets)
 
+    def token_labels(self, batch, example):
+        return [str(int(t)) for t in batch.inputs[example]]
+
 
 @pytest.fixture
 def scratch_registry(monkeypatch):
@@ -73,7 +77,8 @@ def without(member: str) -> type:
 
 @pytest.mark.parametrize("member", TASK_MEMBERS)
 def test_registering_a_task_without_a_required_member_names_it(member, scratch_registry):
-    assert set(TASK_MEMBERS) == {"name", "input_kind", "eval_set_names", "io", "make_generator", "sample_batch", "eval_sets", "loss"}
+    assert set(TASK_MEMBERS) == {"name", "input_kind", "eval_set_names", "io", "make_generator", "sample_batch", "eval_sets", "loss",
+                                 "milestones", "transition_readings", "x_axis", "token_labels"}
     with pytest.raises(TypeError, match=rf"lacks {member}, required by the Task protocol"):
         register_task("count", CountConfig, without(member), default_preset="small")
     assert "count" not in tasks.TASKS
@@ -87,6 +92,10 @@ def test_registering_a_task_without_a_required_member_names_it(member, scratch_r
         ({"eval_set_names": ()}, ["eval_set_names"]),
         ({"probe_set": "valid"}, ["probe_set='valid'", "train, test"]),
         ({"provides": ("group_structure",)}, ["group_structure", "modular_arithmetic"]),
+        ({"milestones": (("test_accuracy", 0.9),)}, ["milestones", "Milestone"]),
+        ({"milestones": [Milestone("test_accuracy", 0.9, "s")]}, ["milestones", "tuple"]),
+        ({"transition_readings": {"train_loss": "down"}}, ["transition_readings", "Reading"]),
+        ({"x_axis": ""}, ["x_axis"]),
     ],
 )
 def test_registration_refuses_a_malformed_task_naming_the_bad_value(attrs, words, scratch_registry):
@@ -238,3 +247,33 @@ def test_a_new_task_needs_its_class_one_registration_and_a_preset(tmp_path, scra
     assert {"train_accuracy", "test_accuracy", "alpha_mean", "weight_entropy"} <= set(run.metrics["metric"].to_list())
     final = run.curve("test_accuracy")["value"].to_list()[-1]
     assert final > 0.6  # the commonest count (1 of 6) is right 36% of the time
+
+
+def test_milestones_and_readings_are_declared_by_the_tasks():
+    """Generic code reads these members; only modular has milestones (grokking's s₁, s₂), and
+    their keys are the `first_steps` keys stored runs already have."""
+    declared = {name: tasks.task_class(name).milestones for name in task_names()}
+    assert {name: [(m.key, m.label) for m in ms] for name, ms in declared.items()} == {
+        "bursty": [], "digits": [], "pairs": [],
+        "modular": [("train_accuracy>=1", "s₁ train acc = 1"), ("test_accuracy>=0.95", "s₂ test acc ≥ 0.95")],
+    }
+    assert Milestone("icl_accuracy", 0.5, "half").key == "icl_accuracy>=0.5"
+    assert set(tasks.PairsTask.transition_readings) == {"train_loss", "icl_accuracy"}
+    assert all(tasks.task_class(n).transition_readings == {} for n in ("bursty", "modular", "digits"))
+    assert all(tasks.task_class(n).x_axis == "training step" for n in task_names())
+
+
+def test_token_labels_name_each_position_of_the_chosen_example():
+    bursty = tasks.make_task("bursty", SMALL_CONFIGS["bursty"], seed=0, device="cpu")
+    batch = bursty.sample_batch(3, bursty.make_generator(0))
+    classes, labels = batch.context_classes[2].tolist(), batch.context_labels[2].tolist()
+    expected = [x for i in range(4) for x in (f"x{i + 1} c{classes[i]}", f"ℓ{i + 1}={labels[i]}")]
+    assert bursty.token_labels(batch, 2) == expected + [f"query c{int(batch.query_class[2])}"]
+    assert len(expected) + 1 == batch.inputs.shape[1]
+    modular = tasks.make_task("modular", SMALL_CONFIGS["modular"], seed=0, device="cpu")
+    grid = modular.eval_sets()["grid"]  # row-major (a, b): example 7·3 + 4 is a=3, b=4
+    assert modular.token_labels(grid, 7 * 3 + 4) == ["a=3", "b=4", "query ="]
+    pairs = tasks.make_task("pairs", SMALL_CONFIGS["pairs"], seed=0, device="cpu")
+    assert pairs.token_labels(pairs.sample_batch(2, pairs.make_generator(0)), 1) == ["0", "1", "2", "3", "4"]
+    digits = tasks.make_task("digits", SMALL_CONFIGS["digits"], seed=0, device="cpu")
+    assert digits.token_labels(digits.eval_sets()["test"], 0) == ["0"]

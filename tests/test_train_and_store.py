@@ -13,7 +13,8 @@ from icl_lab.config import ConfigError
 from icl_lab.measures import registry
 from icl_lab.models import build_model
 from icl_lab.store import RunError, RunWriter, load_metrics
-from icl_lab.tasks import make_task
+from icl_lab.tasks import ModularTask, make_task
+from icl_lab.tasks.base import Milestone
 
 
 def test_run_directory_layout(tmp_path, tiny_run_config):
@@ -129,8 +130,14 @@ def test_summary_records_transitions_and_first_steps(tmp_path, tiny_run_config):
     writer.flush_metrics()
     writer.close()
     config = tiny_run_config.with_overrides({"track": ["test_accuracy"]})
-    summary = summarize(tmp_path / "r", config, wall_seconds=1.0)
+    # the first steps are those of the milestones the task declares (modular: s₁, s₂) ...
+    summary = summarize(tmp_path / "r", config, wall_seconds=1.0, milestones=ModularTask.milestones)
     assert summary["first_steps"] == {"train_accuracy>=1": 200, "test_accuracy>=0.95": 600}
+    assert [m.key for m in ModularTask.milestones] == ["train_accuracy>=1", "test_accuracy>=0.95"]
+    # ... a milestone never reached is left out, and a task without milestones records none
+    unreached = (Milestone("test_accuracy", 0.99, "never"), Milestone("train_accuracy", 0.5, "from the start"))
+    assert summarize(tmp_path / "r", config, 1.0, milestones=unreached)["first_steps"] == {"train_accuracy>=0.5": 0}
+    assert summarize(tmp_path / "r", config, wall_seconds=1.0)["first_steps"] == {}
     assert summary["transitions"]["test_accuracy"]["transition_step"] == 600
     assert all("transition_step" in t for t in summary["transitions"].values())
 

@@ -11,7 +11,7 @@ from icl_lab.config import parse_cli_value
 from icl_lab.presets import default_preset, get_preset
 from icl_lab.provenance import resolve_device
 from icl_lab.store import check_new_run_dir
-from icl_lab.tasks import task_names
+from icl_lab.tasks import task_class, task_names
 
 
 HELP = "train a model on a task and store the run"
@@ -92,10 +92,9 @@ def run(args: argparse.Namespace) -> int:
                 f"(10-90% rise over {t['width']} steps, steps {t['start_step']}-{t['end_step']}; "
                 f"{t['y_lo']:.3f} -> {t['y_hi']:.3f})"
             )
-    if config.task == "modular":
-        memorised = summary["first_steps"].get("train_accuracy>=1")
-        general = summary["first_steps"].get("test_accuracy>=0.95")
-        print(f"  train accuracy 1.0 at step {memorised}; test accuracy >= 0.95 at step {general}")
+    for milestone in task_class(config.task).milestones:
+        step = summary["first_steps"].get(milestone.key)
+        print(f"  {milestone.label} ({milestone.key}): " + ("not reached" if step is None else f"first at step {step}"))
     keys = summary.get("final_key_frequencies")
     if keys:
         print(f"  final key frequencies {keys}: restricted/excluded loss with them added at every checkpoint")

@@ -34,6 +34,14 @@ from icl_lab.lifecycle import RunLifecycle
 from icl_lab.store import RunWriter, check_new_run_dir
 from icl_lab.tasks.modular import ModularConfig, split_pairs
 
+# What an RFM run declares to readers of the store (it is not a registered task, so no Task
+# class carries these): its config.json "kind", what its store `step` counts, what it offers
+# (its checkpoints hold the feature matrix M_t under FEATURE_MATRIX).
+RUN_KIND = "rfm"
+X_AXIS = "iteration"
+FEATURE_MATRIX = "M"
+CAPABILITIES = frozenset({"feature_matrix"})
+
 
 @dataclass(frozen=True)
 class RFMConfig:
@@ -99,7 +107,7 @@ def run_rfm(config: RFMConfig, out: str | Path, *, progress: bool = True, overwr
     X_tr, Y_tr, X_te = X[tr], Y[tr], X[te]
 
     run = RunLifecycle.start(out, {
-        "kind": "rfm",
+        "kind": RUN_KIND,
         "rfm": to_dict(config),
         "n_train": int(tr.numel()),
         "n_test": int(te.numel()),
@@ -126,7 +134,7 @@ def run_rfm(config: RFMConfig, out: str | Path, *, progress: bool = True, overwr
                 values["circulant_deviation"] = circulant_deviation(block)
             writer.add_metrics(t, {k: float(v) for k, v in values.items()})
             writer.flush_metrics()
-            writer.save_checkpoint(t, {"M": M})
+            writer.save_checkpoint(t, {FEATURE_MATRIX: M})
             history.append(M.cpu())
             if t < config.iters - 1:
                 grads = predictor_gradients(X_tr, X_tr, alpha, M, config.kernel, config.bandwidth)

@@ -23,6 +23,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
+from icl_lab.phases import Reading
+
 
 @dataclass(frozen=True)
 class ModelIO:
@@ -86,6 +88,26 @@ class TaskBatch:
         )
 
 
+@dataclass(frozen=True)
+class Milestone:
+    """A level a metric reaches for the first time, recorded in summary.json's `first_steps`
+    under `key` and marked in the app with `label` (grokking's s₁: train_accuracy >= 1)."""
+
+    metric: str
+    level: float
+    label: str
+
+    @property
+    def key(self) -> str:
+        """summary.json's `first_steps` key, e.g. "train_accuracy>=1" (stored runs use it)."""
+        return f"{self.metric}>={self.level:g}"
+
+
+def position_numbers(batch: TaskBatch) -> list[str]:
+    """Position labels "0", "1", ... for tasks whose positions have no names."""
+    return [str(t) for t in range(batch.positions.shape[1])]
+
+
 # -- the contract -------------------------------------------------------------------------
 # A task's input kind decides its model (icl_lab.models.build_model): sequences of tokens or of
 # vectors get a TransformerBridge, feature vectors a ReLU MLP.
@@ -101,11 +123,20 @@ class Task(Protocol):
     model family follows, see MODEL_FAMILY); eval_set_names: the keys of `eval_sets()`, which
     measures select on (`icl`, `iwl`, `label_swap`: the bursty sets; `train`, `test`: a held-out
     classification; `grid`: every modular pair).
+
+    What generic code must not guess from a task's name, the task declares:
+    milestones: levels whose first step summary.json records (`first_steps`) and the app marks
+    (modular: s₁, s₂; most tasks: ()); transition_readings: how summary.json reads a tracked
+    metric's transition, by metric name (`phases.Reading`; {}: the default reading for every
+    metric); x_axis: what the training step counts, for axis titles ("training step").
     """
 
     name: ClassVar[str]
     input_kind: ClassVar[str]
     eval_set_names: ClassVar[tuple[str, ...]]
+    milestones: ClassVar[tuple[Milestone, ...]]
+    transition_readings: ClassVar[dict[str, Reading]]
+    x_axis: ClassVar[str]
     config: Any  # the task's frozen config dataclass (an instance attribute)
 
     @property
@@ -123,6 +154,9 @@ class Task(Protocol):
 
     def loss(self, logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
         """The training loss of logits [batch, n_outputs] on `batch`, in the logits' dtype."""
+
+    def token_labels(self, batch: TaskBatch, example: int) -> list[str]:
+        """One label per position of example `example` of `batch` (the attention view's axes)."""
 
 
 # -- capabilities: what only some tasks offer ------------------------------------------------
@@ -214,9 +248,22 @@ def check_task_class(name: str, config_class: type, task_class: type) -> None:
     unknown = [c for c in getattr(task_class, "provides", ()) if c not in DECLARED_CAPABILITIES]
     if unknown:
         raise TypeError(f"{where}: provides unknown {', '.join(unknown)}; declarable: {', '.join(DECLARED_CAPABILITIES)}")
+    check_declarations(where, task_class)
     probe = getattr(task_class, "probe_set", None)
     if probe is not None and probe not in names:
         raise TypeError(f"{where}: probe_set={probe!r} is not one of its eval sets {', '.join(names)}")
+
+
+def check_declarations(where: str, task_class: type) -> None:
+    """The declared members' types: milestones, transition_readings, x_axis."""
+    milestones = task_class.milestones
+    if not isinstance(milestones, tuple) or not all(isinstance(m, Milestone) for m in milestones):
+        raise TypeError(f"{where}: milestones must be a tuple of Milestone (icl_lab.tasks.base), got {milestones!r}")
+    readings = task_class.transition_readings
+    if not isinstance(readings, dict) or not all(isinstance(k, str) and isinstance(v, Reading) for k, v in readings.items()):
+        raise TypeError(f"{where}: transition_readings must be a dict of metric name -> icl_lab.phases.Reading, got {readings!r}")
+    if not isinstance(task_class.x_axis, str) or not task_class.x_axis:
+        raise TypeError(f"{where}: x_axis must be a non-empty string (what a step counts), got {task_class.x_axis!r}")
 
 
 def capabilities_of(task_class: type) -> frozenset[str]:

@@ -119,6 +119,9 @@ class BurstyTask:
     input_kind = "continuous"
     eval_set_names = ("icl", "iwl", "label_swap")
     probe_set = "icl"  # the ability whose emergence the activation measures watch
+    milestones = ()
+    transition_readings: dict = {}  # the default reading for every tracked metric
+    x_axis = "training step"
 
     def __init__(self, config: BurstyConfig, seed: int, device: torch.device | str = "cpu"):
         self.config = config
@@ -147,6 +150,13 @@ class BurstyTask:
     def loss(self, logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
         """Cross-entropy of the query's label: −log softmax(logits)[target], batch mean."""
         return F.cross_entropy(logits, batch.targets)
+
+    def token_labels(self, batch: TaskBatch, example: int) -> list[str]:
+        """x_i with its class, ℓ_i with its label id, then the query with its class."""
+        labels = []
+        for i in range(batch.context_labels.shape[1]):
+            labels += [f"x{i + 1} c{int(batch.context_classes[example, i])}", f"ℓ{i + 1}={int(batch.context_labels[example, i])}"]
+        return labels + [f"query c{int(batch.query_class[example])}"]
 
     # -- structure, for interventions and measures -------------------------------------
     def ordered_inputs(self) -> torch.Tensor:

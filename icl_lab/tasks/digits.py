@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from icl_lab.config import ConfigError
-from icl_lab.tasks.base import ModelIO, TaskBatch
+from icl_lab.tasks.base import ModelIO, TaskBatch, position_numbers
 
 N_CLASSES = 10
 MNIST_FILES = {
@@ -115,6 +115,9 @@ class DigitsTask:
     input_kind = "features"
     eval_set_names = ("train", "test")
     probe_set = "train"  # Golechha's measures read the training images
+    milestones = ()
+    transition_readings: dict = {}
+    x_axis = "training step"
 
     def __init__(self, config: DigitsConfig, seed: int, device="cpu"):
         self.config = config
@@ -170,6 +173,10 @@ class DigitsTask:
             target = torch.nn.functional.one_hot(batch.targets, N_CLASSES).to(logits.dtype)
             return torch.nn.functional.mse_loss(logits, target)
         return torch.nn.functional.cross_entropy(logits, batch.targets)
+
+    def token_labels(self, batch: TaskBatch, example: int) -> list[str]:
+        """One position (the image's feature vector): ["0"]."""
+        return position_numbers(batch)
 
     def eval_sets(self, size: int | None = None) -> dict[str, TaskBatch]:
         """`train`: the whole training subset; `test`: the held-out images."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from icl_lab.config import ConfigError
-from icl_lab.tasks.base import ModelIO, TaskBatch
+from icl_lab.tasks.base import Milestone, ModelIO, TaskBatch
 
 OPERATIONS = ("add", "sub", "mul", "div")
 
@@ -136,6 +136,13 @@ class ModularTask:
     eval_set_names = ("grid",)
     probe_set = "grid"  # every pair, train and test
     provides = ("modular_arithmetic",)
+    # grokking's s₁ (memorised) and s₂ (generalised), Nanda et al. 2023
+    milestones = (
+        Milestone("train_accuracy", 1.0, "s₁ train acc = 1"),
+        Milestone("test_accuracy", 0.95, "s₂ test acc ≥ 0.95"),
+    )
+    transition_readings: dict = {}
+    x_axis = "training step"  # one update (on the full training set when task.batch_size is 0)
 
     def __init__(self, config: ModularTaskConfig, seed: int, device="cpu"):
         self.config = config
@@ -183,6 +190,11 @@ class ModularTask:
     def full_grid(self):
         """Every pair in (a, b) row-major order, for Fourier measures (div: b ≥ 1 only)."""
         return self._batch(torch.arange(self.tokens.shape[0], device=self.device))
+
+    def token_labels(self, batch: TaskBatch, example: int) -> list[str]:
+        """The operands and the `=` position where the answer is read."""
+        a, b = int(batch.inputs[example, 0]), int(batch.inputs[example, 1])
+        return [f"a={a}", f"b={b}", "query ="]
 
     def ordered_inputs(self) -> torch.Tensor:
         """The operand tokens 0..p−1, whose order is the group's."""

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from icl_lab.config import ConfigError
 from icl_lab.phases import Reading
-from icl_lab.tasks.base import ModelIO, TaskBatch
+from icl_lab.tasks.base import ModelIO, TaskBatch, position_numbers
 from icl_lab.tasks.bursty import BurstyTask, cluster_items
 
 SEQ_LEN = 5  # x_a ℓ_a x_b ℓ_b x_q
@@ -92,6 +92,8 @@ class PairsTask:
     input_kind = "continuous"
     eval_set_names = ("icl", "trained")
     probe_set = "icl"
+    milestones = ()
+    x_axis = "training step"
     # summary.json's transitions (phases.Reading): the training loss's drop from its ln 2
     # plateau (one of the two context labels at random) to its best value 0, read on
     # min(loss, ln 2) so the early fall from ln L is not part of it; held-out-pair accuracy's
@@ -126,6 +128,10 @@ class PairsTask:
     def loss(self, logits: torch.Tensor, batch: TaskBatch) -> torch.Tensor:
         """Cross-entropy of the query's label: −log softmax(logits)[target], batch mean."""
         return F.cross_entropy(logits, batch.targets)
+
+    def token_labels(self, batch: TaskBatch, example: int) -> list[str]:
+        """Position numbers."""
+        return position_numbers(batch)
 
     # -- structure, for interventions and measures -------------------------------------
     def position_roles(self) -> dict[str, list[int]]:

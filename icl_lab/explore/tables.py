@@ -1,6 +1,7 @@
-"""The explorer's sweep and experiment tables, read from the store alone (no Streamlit here):
-the folders holding them, a sweep's axes and phase diagram, a clamp experiment's conditions.
-Readers raise the store's `RunError`, naming the file, when a table is unreadable or foreign."""
+"""The explorer's tables beside the metrics, read from the store alone (no Streamlit here): a
+run's ablation and patching tables; the folders holding sweep and experiment tables, a sweep's
+axes and phase diagram, a clamp experiment's conditions. Readers raise the store's `RunError`,
+naming the file, when a table is unreadable or foreign."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from pathlib import Path
 
 import polars as pl
 
-from icl_lab.explore import HEADLINE_ACCURACIES, SCAN_MAX_DEPTH, SCAN_MAX_DIRS
+from icl_lab.explore.catalogue import HEADLINE_ACCURACIES, SCAN_MAX_DEPTH, SCAN_MAX_DIRS, RunInfo
 from icl_lab.store import RunError, paths, read_table
 
 SWEEP_TABLE = "sweep.parquet"  # icl_lab.sweep.SweepPaths(OUT).table
 CLAMP_TABLE = "singh_clamps.parquet"  # icl_lab.experiments.singh.run_experiment's table
+ABLATION_COLUMNS = ("layer", "component", "metric", "delta")
 SWEEP_COLUMNS = ("run", "status")
 CLAMP_COLUMNS = ("condition", "baseline", "seeds", "transition_steps", "transition_steps_mean", "transition_sequences_mean",
                  "transition_sequences_sd", "ratio_to_baseline", "plateau_seeds")
@@ -51,6 +53,16 @@ def _checked_table(path: Path, needed: tuple[str, ...], kind: str) -> pl.DataFra
     if missing:
         raise RunError(f"{path}: not {kind} (no column {', '.join(missing)}; it has {', '.join(table.columns) or 'none'})")
     return table
+
+
+def ablation_tables(info: RunInfo) -> dict[str, Path]:
+    """name -> file of the run's ablation and patching tables (not read yet)."""
+    return paths(info.path).ablation_tables()
+
+
+def read_ablation_table(path: Path) -> pl.DataFrame:
+    """An ablation or patching table; RunError when it is unreadable or lacks the columns the page draws."""
+    return _checked_table(Path(path), ABLATION_COLUMNS, "an ablation table")
 
 
 def read_sweep_table(sweep_dir: Path) -> pl.DataFrame:
