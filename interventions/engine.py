@@ -46,6 +46,7 @@ from collections.abc import Iterator
 import torch
 
 from interventions.errors import ConfigError, did_you_mean
+from interventions.hooks import HookFn, HookGroup, added_hooks
 from interventions.protocols import (
     ForwardCallbacks,
     HookedModel,
@@ -54,7 +55,6 @@ from interventions.protocols import (
     Task,
     missing,
 )
-from interventions.hooks import HookFn, HookGroup, added_hooks
 from interventions.selection import Site, layout_of, selection_mask
 from interventions.spec import Intervention
 from interventions.targets import TARGET_CLASSES
@@ -198,9 +198,12 @@ class InterventionEngine:
                 self._hooks.add(name, self._while_active(i, fn))
 
     def _while_active(self, i: int, fn: HookFn) -> HookFn:
-        def hook(act: torch.Tensor, hook) -> torch.Tensor:
+        """`fn` while spec i is active; a pass-through while it is not, and during the
+        engine's own forwards for its targets (`bypassed`)."""
+
+        def hook(act: torch.Tensor, hook) -> torch.Tensor:  # TL passes the HookPoint as hook=
             if self._bypass or not self._on[i]:
-                return act  # inactive, or the engine's own pass for a reference target
+                return act
             return fn(act, hook)
 
         return hook

@@ -25,7 +25,8 @@ import torch
 
 from interventions.protocols import HookedModel
 
-# (activation, hook point) -> the activation the model continues with
+# fn(activation, hook=the HookPoint) -> the activation the model continues with (TL passes
+# the HookPoint by keyword, so the parameter must be called `hook`)
 HookFn = Callable[[torch.Tensor, object], torch.Tensor]
 
 _LEVELS = itertools.count(-1, -1)
