@@ -361,21 +361,11 @@ def engine_state(engine: InterventionEngine | None) -> dict[str, Any]:
     """The clamp engine's call counts and running-mean targets, keyed by strings."""
     if engine is None:
         return {"intervention_calls": {}, "intervention_running": {}}
-    return {
-        "intervention_calls": {f"{i}|{name}|{phase}": n for (i, name, phase), n in engine.calls.items()},
-        "intervention_running": {f"{i}|{name}": t for (i, name), t in engine.running_means().items()},
-    }
+    return engine.state_dict()  # the keys of TrainingState's intervention_calls / intervention_running
 
 
 def restore_engine_state(engine: InterventionEngine, state: TrainingState) -> None:
-    for key, n in state.intervention_calls.items():
-        i, name, phase = key.split("|")
-        engine.calls[(int(i), name, phase)] = n
-    running = {}
-    for key, tensor in state.intervention_running.items():
-        i, name = key.split("|")
-        running[(int(i), name)] = tensor.to(next(engine.model.parameters()).device)
-    engine.set_running_means(running)
+    engine.load_state_dict({"intervention_calls": state.intervention_calls, "intervention_running": state.intervention_running})
 
 
 def resumable_step(out: Path, config: RunConfig) -> int:

@@ -8,7 +8,9 @@ One mechanism for all of them: a spec says which activation, which heads and pos
 it becomes, when, how much and how gradients flow; `InterventionEngine` turns specs into
 TransformerLens forward hooks on any model with the `interventions.protocols.HookedModel`
 capabilities. What the selection becomes is a `Target` class registered under the spec's
-`target` name (`interventions.targets`). The package does not depend on `icl_lab`.
+`target` name (`interventions.targets`; `describe_targets()` lists them). Hooks are added in
+a fixed order when the engine is built (`interventions.engine`, `interventions.hooks`). The
+package does not depend on `icl_lab`.
 """
 
 from interventions.engine import InterventionEngine
@@ -21,7 +23,7 @@ from interventions.spec import (
     interventions_to_toml,
     load_interventions,
 )
-from interventions.targets import TARGET_CLASSES, Target, register
+from interventions.targets import TARGET_CLASSES, Target, describe_targets, register, target_names
 
 __all__ = [
     "TARGETS",
@@ -30,9 +32,11 @@ __all__ = [
     "Intervention",
     "InterventionEngine",
     "Target",
+    "describe_targets",
     "interventions_from_toml",
     "interventions_to_toml",
     "load_interventions",
     "register",
     "resolve_positions",
+    "target_names",
 ]

@@ -1,9 +1,9 @@
 """The intervention engine: specs -> TransformerLens forward hooks, switched by step windows.
 
-    engine = InterventionEngine(model, task, specs)   # validates every spec against the model
-    engine.set_step(step, "train")                    # installs / removes hooks at boundaries
+    engine = InterventionEngine(model, task, specs)   # validates every spec; adds every hook
+    engine.set_step(step, "train")                    # switches specs on and off (no hook moves)
     ... model.forward_batch(batch) ...                # active specs act on the activations
-    engine.close()
+    engine.close()                                    # removes every hook of this engine
 
 Each spec's target is an object of the class registered under its `target` name
 (`interventions.targets`); the engine builds the selection mask, asks the target to validate
@@ -18,6 +18,18 @@ gradient of `act`). Strength 0 returns the activation untouched (a bitwise no-op
 Training step convention: the forward/backward that takes the model from step s to s + 1
 happens at step s; evaluation at step s sees the model after s updates.
 
+Hook order: the engine adds all its hooks when it is built, so their place among other hooks
+is fixed and does not depend on the step: at each hook point, first every spec's clamp in spec
+order, then the hooks targets add to read other activations (`Target.hooks`, e.g. the
+recorders of `perfect_copying`), which thus see what the clamps left. A spec inactive at the
+current (step, phase) passes the activation through, and counts no call. Hooks added to the
+model before the engine is built run before its clamps (they see the unclamped activation);
+hooks added after it run after them (they see the clamped one). `close` removes the engine's
+hooks and no others (`interventions.hooks`).
+
+State: `state_dict()` / `load_state_dict()` hold the call counts and what the targets
+accumulate (`running_mean`), under the string keys of the lab's checkpoints.
+
 Validation refuses a hook that cannot change the model's output (one whose returned value
 TransformerLens discards, such as `hook_attn_scores` in TL4's native bridge, which fires after
 the softmax), a hook that is switched off (`hook_result` until `set_use_attn_result(True)`),
@@ -27,7 +39,6 @@ and a hook carrying integer indices rather than activations.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +46,7 @@ from collections.abc import Iterator
 import torch
 
 from interventions.errors import ConfigError, did_you_mean
+from interventions.hooks import HookFn, HookGroup, added_hooks
 from interventions.protocols import (
     ForwardCallbacks,
     HookedModel,
@@ -46,10 +58,6 @@ from interventions.protocols import (
 from interventions.selection import Site, layout_of, selection_mask
 from interventions.spec import Intervention
 from interventions.targets import TARGET_CLASSES
-
-# TransformerLens removes hooks by `level`; its hooks() contexts count 1, 2, ... so ours are
-# negative, one per installed spec, and removing a spec's hooks touches no one else's.
-_LEVELS = itertools.count(-1, -1)
 
 
 class InterventionEngine:
@@ -82,12 +90,14 @@ class InterventionEngine:
         self.calls: Counter = Counter()  # (spec index, hook name, phase) -> hook calls
         self.sites: dict[tuple[int, str], Site] = {}
         self._masks: dict[tuple[int, str], torch.Tensor] = {}
-        self._levels: dict[int, int] = {}  # installed spec index -> its hooks' level
         self._active: tuple[int, ...] = ()
+        self._on = [False] * len(self.specs)  # spec index -> active at the current (step, phase)
         self.other_input = None
         self._bypass = False  # True while the engine runs the model for its own targets
         self.phase = "train"
         self.validate()
+        self._hooks = HookGroup(model)
+        self._add_hooks()
         if isinstance(model, ForwardCallbacks):
             model.pre_forward_callbacks.append(self._before_forward)
 
@@ -145,18 +155,13 @@ class InterventionEngine:
                 "activations); interventions act on floating-point activations"
             )
         noise = torch.randn(act.shape, generator=torch.Generator().manual_seed(0)).to(act)
-        level = next(_LEVELS)
-        point = self.model.hook_point(name)
-        point.add_hook(lambda a, hook: a + noise * (1 + a.abs()), dir="fwd", is_permanent=True, level=level)
-        try:
-            # TL warns when it discards a hook's edit; the comparison below turns that into an error
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                probed, _ = self.model.run_with_cache(
-                    self.example.inputs, self.example.positions, names=[], batch=self.example
-                )
-        finally:
-            point.remove_hooks("fwd", including_permanent=True, level=level)
+        probe = (name, lambda a, hook: a + noise * (1 + a.abs()))
+        # TL warns when it discards a hook's edit; the comparison below turns that into an error
+        with added_hooks(self.model, [probe]), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            probed, _ = self.model.run_with_cache(
+                self.example.inputs, self.example.positions, names=[], batch=self.example
+            )
         if torch.equal(probed, output):
             hint = ""
             if name.endswith("hook_attn_scores"):
@@ -173,38 +178,41 @@ class InterventionEngine:
 
     # -- switching ------------------------------------------------------------------------
     def set_step(self, step: int, phase: str) -> None:
-        """Make exactly the specs active at (step, phase) hooked; cheap when nothing changes."""
+        """Make exactly the specs active at (step, phase) act; adds and removes no hook."""
         self.phase = phase
-        active = tuple(i for i, s in enumerate(self.specs) if s.active(step, phase))
-        if active == self._active:
-            return
-        for i in set(self._active) - set(active):
-            self._remove(i)
-        for i in set(active) - set(self._active):
-            self._install(i)
-        self._active = active
+        self._active = tuple(i for i, s in enumerate(self.specs) if s.active(step, phase))
+        self._on = [i in self._active for i in range(len(self.specs))]
 
     @property
     def active(self) -> tuple[int, ...]:
         return self._active
 
-    def _install(self, i: int) -> None:
-        level = next(_LEVELS)
-        for name in self.specs[i].hook_names:
-            hook = self._make_hook(i, name)
-            self.model.hook_point(name).add_hook(hook, dir="fwd", is_permanent=True, level=level)
-        self._levels[i] = level
+    def _add_hooks(self) -> None:
+        """Every spec's clamps in spec order, then the targets' own hooks (see the module
+        docstring); each passes activations through while its spec is inactive."""
+        for i, spec in enumerate(self.specs):
+            for name in spec.hook_names:
+                self._hooks.add(name, self._while_active(i, self._make_hook(i, name)))
+        for i, target in enumerate(self.targets):
+            for name, fn in target.hooks():
+                self._hooks.add(name, self._while_active(i, fn))
 
-    def _remove(self, i: int) -> None:
-        level = self._levels.pop(i)
-        for name in self.specs[i].hook_names:
-            self.model.hook_point(name).remove_hooks("fwd", including_permanent=True, level=level)
+    def _while_active(self, i: int, fn: HookFn) -> HookFn:
+        """`fn` while spec i is active; a pass-through while it is not, and during the
+        engine's own forwards for its targets (`bypassed`)."""
+
+        def hook(act: torch.Tensor, hook) -> torch.Tensor:  # TL passes the HookPoint as hook=
+            if self._bypass or not self._on[i]:
+                return act
+            return fn(act, hook)
+
+        return hook
 
     def close(self) -> None:
         """Remove every hook and callback of this engine; the model is as before it."""
-        for i in list(self._levels):
-            self._remove(i)
+        self._hooks.remove()
         self._active = ()
+        self._on = [False] * len(self.specs)
         if isinstance(self.model, ForwardCallbacks) and self._before_forward in self.model.pre_forward_callbacks:
             self.model.pre_forward_callbacks.remove(self._before_forward)
 
@@ -215,13 +223,12 @@ class InterventionEngine:
         self.close()
 
     # -- the hook -------------------------------------------------------------------------
-    def _make_hook(self, i: int, name: str):
+    def _make_hook(self, i: int, name: str) -> HookFn:
+        """Spec i's clamp at hook `name` (counted in `calls`); installed behind `_while_active`."""
         spec, target = self.specs[i], self.targets[i]
         site, mask = self.sites[(i, name)], self._masks[(i, name)]
 
         def hook(act: torch.Tensor, hook) -> torch.Tensor:
-            if self._bypass:
-                return act  # the engine's own pass for a reference target
             self.calls[(i, name, self.phase)] += 1
             if spec.strength == 0.0:
                 return act  # bitwise no-op
@@ -259,6 +266,36 @@ class InterventionEngine:
             self.targets[i].before_forward(self, inputs, positions, batch)
 
     # -- state and reporting --------------------------------------------------------------
+    def state_dict(self) -> dict[str, dict]:
+        """Everything the engine accumulates, under the string keys of the lab's checkpoints:
+
+            {"intervention_calls":   {"<spec index>|<hook name>|<phase>": hook calls},
+             "intervention_running": {"<spec index>|<hook name>": tensor}}
+
+        the second holding each target's `state()` (the `running_mean` targets' means). The
+        tensors are the engine's own, on its device (no copy, no host transfer)."""
+        return {
+            "intervention_calls": {f"{i}|{name}|{phase}": n for (i, name, phase), n in self.calls.items()},
+            "intervention_running": self.running_means_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        """Replace the call counts and the targets' state with `state_dict()`'s (resume, or
+        evaluation of a stored checkpoint); a key naming no spec of this engine is refused."""
+        calls = {}
+        for key, n in state.get("intervention_calls", {}).items():
+            index, name, phase = self._parse_key(key, "<spec index>|<hook name>|<phase>", parts=3)
+            calls[(index, name, phase)] = n
+        self.load_running_means_state(state.get("intervention_running", {}))
+        self.calls.clear()
+        self.calls.update(calls)
+
+    def _parse_key(self, key: str, form: str, parts: int) -> tuple:
+        fields = key.split("|")
+        if len(fields) != parts or not fields[0].isdigit() or int(fields[0]) >= len(self.specs):
+            raise ValueError(f"intervention state key {key!r} is not '{form}' for one of this engine's {len(self.specs)} specs")
+        return (int(fields[0]), *fields[1:])
+
     def running_means(self) -> dict[tuple[int, str], torch.Tensor]:
         """{(spec index, hook name): tensor}: what the targets accumulated in training (the
         `running_mean` targets), saved with each checkpoint."""
@@ -274,16 +311,11 @@ class InterventionEngine:
         return {f"{i}|{name}": t.contiguous() for (i, name), t in self.running_means().items()}
 
     def load_running_means_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Inverse of `running_means_state`."""
+        """Inverse of `running_means_state`; tensors are moved to the engine's device."""
         parsed = {}
         for key, tensor in state.items():
-            index, sep, name = key.partition("|")
-            if not (sep and index.isdigit() and int(index) < len(self.specs)):
-                raise ValueError(
-                    f"running-mean state key {key!r} is not '<spec index>|<hook name>' "
-                    f"for one of this engine's {len(self.specs)} specs"
-                )
-            parsed[(int(index), name)] = tensor.to(self.device)
+            index, name = self._parse_key(key, "<spec index>|<hook name>", parts=2)
+            parsed[(index, name)] = tensor.to(self.device)
         self.set_running_means(parsed)
 
     def call_counts(self) -> dict[str, dict[str, int]]:

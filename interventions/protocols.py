@@ -2,19 +2,23 @@
 
 A model is a `HookedModel`: it names its hook points, hands out TransformerLens `HookPoint`s
 and runs with a cache. Two further capabilities are needed only by some targets:
-`CarriesBatch` (the task batch of the running forward, for `previous_token` / `induction`) and
-`ForwardCallbacks` (callables run before each forward, for `checkpoint` / `resample` /
-`other_input`, which compute activations on another model or input first).
+`CarriesBatch` (the task batch of the running forward, for targets computed from the batch)
+and `ForwardCallbacks` (callables run before each forward, for targets that compute
+activations on another model or input first, or read other hooks of the same forward). A
+target that needs one checks for it in `validate`, and its error names the capability.
 
 A task is a `Task` (samples a batch, for the engine's shape dry run); `PositionRoles` (named
-positions such as `query`) and `IdealAttention` (ideal patterns for `previous_token` /
-`induction`) are optional. The lab's LabModel and tasks satisfy all of these; a bare
-TransformerLens model needs a thin adapter (tests/test_interventions_standalone.py has one).
+positions such as `query`) and `IdealAttention` (ideal patterns for the pattern targets) are
+optional. The lab's LabModel and tasks satisfy all of these; a bare TransformerLens model needs
+a thin adapter (tests/test_interventions_standalone.py has one).
+
+`EngineView` is what a target sees of the engine that runs it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
@@ -86,6 +90,21 @@ class IdealAttention(Protocol):
 # load_reference(run, step, device) -> the HookedModel stored in another run at `step`
 # (-1 = its last checkpoint); raises FileNotFoundError when there is no such run or step.
 LoadReference = Callable[[str, int, torch.device], HookedModel]
+
+
+class EngineView(Protocol):
+    """What a target may use of the engine that runs it (`interventions.targets`)."""
+
+    model: HookedModel
+    task: Task
+    device: torch.device
+    example: Batch  # a small batch of the task, for the targets' dry runs in `validate`
+    phase: str  # "train" or "eval": the phase of the forward in progress
+    load_reference: LoadReference | None
+    other_input: Batch | None  # the paired input of `other_input` targets
+
+    def bypassed(self) -> AbstractContextManager[None]:
+        """A context in which the engine's hooks pass activations through untouched."""
 
 
 def missing(obj: Any, protocol: type) -> list[str]:

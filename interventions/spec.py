@@ -6,9 +6,9 @@
     heads = [0]                                  # omit for every head
     query_positions = "query"                    # attention patterns: query and key axes
     key_positions = "all"
-    target = "induction"                         # what the selected entries become
+    target = "induction"                         # what the selected entries become: a TARGETS name
     strength = 1.0                               # act <- (1 - strength) * act + strength * target
-    gradient = "detach"                          # detach | through
+    gradient = "detach"                          # one of GRADIENTS
     steps = [0, 2000]                            # training-step window [start, end); end -1 = open
     apply = "train_and_eval"                     # train_and_eval | train | eval
 
@@ -17,21 +17,12 @@ semantics, negative indices allowed) or a role name the task defines (bursty: `q
 `labels`, `items`, `context`). For activations with a position axis other than attention
 patterns (`hook_resid_pre`, `hook_z`, ...) use `positions`.
 
-Targets: `zero`; `mean` (mean over the batch of this forward); `running_mean` (exponential
-moving average of batch means over training steps, `momentum`); `constant` (`value`);
-`previous_token` and `induction` (the task's ideal attention patterns; attention patterns
-only); `checkpoint` (the same hook's activation in `checkpoint_run` at `checkpoint_step`, on
-the same input; the engine's `load_reference` loads that model); `file` (a tensor from `file`, .safetensors key `key` or a torch .pt file,
-broadcast to the activation); `resample` (the same hook's activation on another sequence of
-the batch: the batch rolled by one); `other_input` (the same hook's activation on a paired
-input that the caller gives the engine with `engine.set_other_input(batch)`: activation
-patching from a clean into a corrupted run). Each target is a class in
-`interventions.targets`, registered under its name.
+Targets: every name registered in `interventions.targets` (`TARGETS` here);
+`interventions.targets.describe_targets()` gives each with its one-line description, and each
+target's class docstring says what it needs (fields such as `value`, `momentum`, `file`/`key`,
+`checkpoint_run`/`checkpoint_step`; hooks; capabilities of the model and task).
 
-Gradient: `detach` makes the clamped entries constants (no gradient flows through them into
-what produced the activation); `through` is straight-through: the forward value is the
-clamped one, the gradient is that of the unclamped activation; `value`: the gradient flows
-through the mix into what the target computed its value from (`perfect_copying`).
+Gradient: one of `GRADIENTS`, each described there.
 """
 
 from __future__ import annotations
@@ -46,10 +37,17 @@ from typing import Any
 import tomli_w
 
 from interventions.errors import ConfigError, did_you_mean
-from interventions.targets import TARGET_CLASSES
+from interventions.targets.registry import TARGET_CLASSES
 
 TARGETS = TARGET_CLASSES.keys()  # the registered target names (a live view of the registry)
-GRADIENTS = ("detach", "through", "value")
+GRADIENTS = {  # gradient mode -> how gradients flow through the clamped entries
+    "detach": "the clamped entries are constants: no gradient flows through them into what "
+    "produced the activation",
+    "through": "straight-through: the forward value is the clamped one, the gradient that of "
+    "the unclamped activation",
+    "value": "the gradient flows through the mix into what the target computed its value from "
+    "(targets that compute their value from the model, such as perfect_copying)",
+}
 APPLY = ("train_and_eval", "train", "eval")
 
 # A position selector: "all", an int, a list of ints, a "start:stop:step" slice, or a role.

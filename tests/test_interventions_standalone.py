@@ -245,7 +245,7 @@ def test_the_package_does_not_import_icl_lab():
     code = "import interventions, sys; assert not [m for m in sys.modules if m.startswith('icl_lab')]"
     subprocess.run([sys.executable, "-c", code], check=True)
     # nor lazily, inside a function
-    for path in Path(interventions.__file__).parent.glob("*.py"):
+    for path in Path(interventions.__file__).parent.rglob("*.py"):  # the subpackages too
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 modules = [a.name for a in node.names]

@@ -203,6 +203,27 @@ def test_perfect_copying_logits_are_the_heads_scores_over_the_context_labels():
     assert grads["bridge.unembed.weight"] is None or grads["bridge.unembed.weight"].abs().sum() == 0
 
 
+def test_perfect_copying_reads_the_head_as_the_engines_clamps_left_it():
+    """The copying head's pattern is recorded after every clamp of the engine, whatever the
+    spec order: with L1H3's query row clamped to the ideal induction pattern (a later spec),
+    the logits are the log of that ideal row over the context labels."""
+    model, task, batch = model_and_task()
+    copying = Intervention(hook="hook_unembed", positions="query", target="perfect_copying", key="L1H3", gradient="value")
+    induction = Intervention(hook="blocks.1.attn.hook_pattern", heads=(3,), query_positions="query", target="induction")
+    with InterventionEngine(model, task, [copying, induction]) as engine, torch.no_grad():
+        engine.set_step(0, "train")
+        logits = model.forward_batch(batch)
+    ideal, defined = task.ideal_attention("induction", batch)  # [batch, query, key]
+    assert defined[:, 4].all()
+    tiny = torch.finfo(torch.float32).tiny  # the target's floor under log 0
+    for b in range(8):
+        a, c = batch.context_labels[b].tolist()
+        expected = torch.full((5,), -math.inf)
+        expected[a], expected[c] = math.log(max(ideal[b, 4, 1], tiny)), math.log(max(ideal[b, 4, 3], tiny))
+        assert torch.allclose(logits[b], expected), (logits[b], expected)
+    assert torch.equal(logits.argmax(-1), batch.targets)  # the ideal head copies the right label
+
+
 @pytest.mark.parametrize(
     "fields, words",
     [
