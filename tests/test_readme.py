@@ -36,6 +36,14 @@ def test_readme_toml_example_is_a_valid_intervention_file():
     assert spec.target == "induction" and spec.heads == (0,)
 
 
+def test_readme_names_every_registered_target_and_gradient_mode():
+    from interventions import target_names
+    from interventions.spec import GRADIENTS
+
+    missing = [name for name in [*target_names(), *GRADIENTS] if f"`{name}`" not in README]
+    assert not missing, f"README.md does not name {missing}"
+
+
 @pytest.mark.slow
 def test_readme_api_examples_run_and_show_the_icl_transition(tmp_path, monkeypatch):
     """Runs the README's Python examples verbatim: the reference preset on CPU must show the
