@@ -131,3 +131,22 @@ def update_stages(run_dir: Path) -> None:
     if summary:
         summary["stages"] = stages_of_run(load_metrics(run_dir))
         atomic_write_json(paths(run_dir).summary, summary)
+
+
+def run_post_run(run_dir: str | Path, *, device: str = "cpu") -> dict:
+    """The post-run steps that apply to the run's task (icl_lab.post_run), again, on a stored run
+    (`icl-lab measure RUN --post-run`), under the run's lock; a finished run's summary.json gets
+    their entries. Returns those entries."""
+    from icl_lab.post_run import run_post_run_steps
+    from icl_lab.store import atomic_write_json, paths, read_summary
+
+    run_dir = Path(run_dir)
+    config = run_config_of(run_dir)
+    if not checkpoint_steps(run_dir):
+        raise RunError(f"{run_dir} has no checkpoints")
+    with RunLock.of_run(run_dir, "measure --post-run"):
+        entries = run_post_run_steps(run_dir, config.task, device=str(resolve_device(device)))
+        summary = read_summary(run_dir)
+        if summary:
+            atomic_write_json(paths(run_dir).summary, {**summary, **entries})
+    return entries

@@ -265,6 +265,13 @@ def test_modular_training_runs_the_post_run_hook(tmp_path):
     run = load_run(tmp_path / "run")
     for metric in ("restricted_loss_final_keys", "excluded_loss_final_keys"):
         assert run.curve(metric)["step"].to_list() == [0, 5, 10]
+    # `icl-lab measure --post-run` runs the steps again on the stored run, under its lock
+    import json
+
+    summary_path = tmp_path / "run" / "summary.json"
+    summary_path.write_text(json.dumps({k: v for k, v in json.loads(summary_path.read_text()).items() if k != "final_key_frequencies"}))
+    assert main(["measure", str(tmp_path / "run"), "--measures", "weight_norm", "--post-run", "--no-progress"]) == 0
+    assert json.loads(summary_path.read_text())["final_key_frequencies"] == keys
 
 
 @pytest.mark.parametrize("task", task_names())
