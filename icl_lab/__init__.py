@@ -3,24 +3,19 @@
     from icl_lab import get_preset, train, load_run
     config = get_preset("bursty", "small").config.with_overrides({"seed": 1})
     result = train(config, "runs/demo")
-    load_run("runs/demo").curve("icl_accuracy")
+    run = load_run("runs/demo")           # .config (RunConfig), .metrics, .summary, .checkpoint_steps
+    run.curve("icl_accuracy")
+    with run.model(step=None) as m:       # the newest checkpoint, the run's clamps attached
+        m.model.forward_batch(m.task.eval_sets()["icl"])
 """
 
-import os
-
-# OpenMP threads that wait for work by spinning (its default) take the cores from every other
-# process: measured with benchmarks/threads.py on 2 cores, a run with 2 threads beside another
-# process fell from 30 to under 1 step/s. Passive waiting keeps that loss small. It takes effect
-# only when set before torch starts OpenMP, so before anything here imports torch; a value the
-# user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from icl_lab.config import ConfigError, TrainConfig  # noqa: E402
+from icl_lab.config import ConfigError, TrainConfig
 from icl_lab.model_config import MODEL_PRESETS, ModelConfig
 from icl_lab.phases import find_transition
 from icl_lab.presets import PRESETS, get_preset, register_preset
 from icl_lab.run_config import RunConfig
-from icl_lab.store import RunError, load_checkpoint, load_metrics, load_run
+from icl_lab.store import RunError, load_checkpoint, load_metrics
+from icl_lab.loaded_run import CheckpointModel, LoadedRun, load_run
 from icl_lab.tasks import BurstyConfig, BurstyTask, Task, make_task, register_task
 from icl_lab.train import TrainResult, extend, train
 from icl_lab.batched import train_group
@@ -39,8 +34,10 @@ def __getattr__(name: str):
 __all__ = [
     "BurstyConfig",
     "BurstyTask",
+    "CheckpointModel",
     "ConfigError",
     "LabModel",
+    "LoadedRun",
     "MODEL_PRESETS",
     "ModelConfig",
     "PRESETS",

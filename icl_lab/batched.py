@@ -7,7 +7,7 @@ it gives the model, batch size, steps, device) and may differ in seed, intervent
 settings (optimizer, lr, weight decay, schedule, grad clipping), task parameters that keep the
 shapes, measures and evaluation or checkpoint schedules. Each member is the `TrainingRun` that
 `train` builds for its config (task, initial weights, data stream, optimizer, clamp engine, run
-directory through RunLifecycle), so its config.json, metrics, checkpoints and summary are those
+directory through its RunLifecycle), so its config.json, metrics, checkpoints and summary are those
 of a single run (its summary also names the group), and `icl-lab resume` continues a member
 alone. `partition(configs, max_size)` splits a grid into the groups train_group accepts, by the
 same rules (`shared_fields`, `unbatchable`, the task's model inputs).
@@ -85,12 +85,12 @@ def train_group(
     steps = configs[0].train.steps
     with contextlib.ExitStack() as runs:
         for member, out in zip(members, outs):
-            member.start(out, overwrite)
-            runs.enter_context(member.run)
+            member.create_run_dir(out, overwrite)
+            runs.enter_context(member.lifecycle)
         bar = tqdm(total=steps, disable=not progress, desc=f"group of {len(members)}", unit="step")
         try:
             for member in members:
-                member.begin(-1)  # step 0: evaluation and checkpoint
+                member.start_training(-1)  # step 0: evaluation and checkpoint
             for step in range(1, steps + 1):
                 train_step(lanes, step)
                 for member in members:

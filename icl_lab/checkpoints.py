@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import torch
 
 from icl_lab.run_config import RunConfig
 from icl_lab.config import ConfigError
-from icl_lab.store import RunError, checkpoint_steps, load_checkpoint, paths, read_config
+from icl_lab.store import RunError, checkpoint_steps, load_checkpoint, load_training_state, paths, read_config
 from icl_lab.tasks import make_task
 
 
 def run_config_of(run_dir: str | Path) -> RunConfig:
     """The RunConfig stored in a run; RunError naming config.json when it is not one."""
-    data = read_config(run_dir)
-    names = {f.name for f in dataclasses.fields(RunConfig)}
     try:
-        return RunConfig.from_dict({k: v for k, v in data.items() if k in names})
+        return RunConfig.from_dict(read_config(run_dir))
     except ConfigError as err:
         raise RunError(f"{paths(run_dir).config}: not a valid run config ({err})") from None
 
@@ -40,8 +37,9 @@ def load_model(run_dir: str | Path, step: int = -1, device: str | torch.device =
     config = run_config_of(run_dir)
     step = resolve_step(run_dir, step)
     task = make_task(config.task, config.task_config, seed=config.seed, device=device)
-    from icl_lab.models import build_model  # TransformerLens (seconds to import): only when a model is built
+    from icl_lab.models import build_model, install_speedups  # TransformerLens (seconds to import): only when a model is built
 
+    install_speedups()
     model = build_model(config.model, task.io, seed=config.seed + 1, device=device)
     restore_weights(model, run_dir, step)
     model.eval()
@@ -78,3 +76,31 @@ def checkpoint_misfits(tensors: dict, expected: dict, shown: int = 3) -> str:
             more = f" and {len(items) - shown} more" if len(items) > shown else ""
             parts.append((f"{what}: " if what else "") + ", ".join(items[:shown]) + more)
     return "; ".join(parts)
+
+
+def reference_model(run_dir: str | Path, step: int, device):
+    """Another run's model at a checkpoint, for the `checkpoint` clamp target."""
+    return load_model(run_dir, step, device)[0]
+
+
+def attach_clamps(model, task, config: RunConfig):
+    """An InterventionEngine with the run's interventions on `model` (None: the run has none)."""
+    if not config.interventions:
+        return None
+    from interventions.engine import InterventionEngine
+
+    return InterventionEngine(model, task, config.interventions, load_reference=reference_model)
+
+
+def clamps_at_checkpoint(engine, run_dir: str | Path, step: int, phase: str = "eval") -> None:
+    """Put `engine` in the state it had at checkpoint `step` of the run: running-mean targets
+    and call counts as stored with it (none stored: cleared), switched to (step, phase), so the
+    clamps act on the restored model as they did live (`icl-lab measure`, `load_run`)."""
+    from icl_lab.train.engine_state import restore_engine_state
+
+    state = load_training_state(run_dir, step)
+    if state is not None:
+        restore_engine_state(engine, state)
+    else:
+        engine.set_running_means({})
+    engine.set_step(step, phase)

@@ -18,7 +18,9 @@ here).
 Speed (benchmarks/train_throughput.py): TL4's bridge repeats two lookups on every component
 call whose answer never changes for our models (the signature of each block's wrapped forward;
 whether a wrapped module carries an Accelerate offload hook): `_BlockKwargFilter` and
-`_align_module_device` answer them from a memo / a dict check. TL's native attention masks the
+`_align_module_device` answer them from a memo / a dict check (the second replaces a TL4
+function for the whole process, so it is installed by an explicit call, `install_speedups()`,
+which the trainer and `load_model` make). TL's native attention masks the
 softmaxed pattern a second time, an identity without an attention mask:
 `_attention_without_remask` skips it. Every hook point still fires, and logits and gradients
 are bitwise those of TL's own code (tests/test_hooks_fire.py).
@@ -279,7 +281,16 @@ def _align_module_device(module: nn.Module, execution_device: torch.device | Non
     return accelerate_align_module_device(module, execution_device)
 
 
-tl_component_base.align_module_device = _align_module_device
+def install_speedups() -> None:
+    """Put `_align_module_device` in TL4's place (a process-wide change to
+    transformer_lens...generalized_components.base). Idempotent; called where runs build their
+    models (the trainer, `load_model`), never on import, so importing icl_lab.models changes
+    nothing and a test can build a model on TL's own code."""
+    tl_component_base.align_module_device = _align_module_device
+
+
+def speedups_installed() -> bool:
+    return tl_component_base.align_module_device is _align_module_device
 
 
 def _bridge_config(cfg: ModelConfig, io: ModelIO, d_vocab_out: int, seed: int) -> TransformerBridgeConfig:

@@ -13,12 +13,11 @@ import polars as pl
 import torch
 from tqdm.auto import tqdm
 
-from icl_lab.checkpoints import load_model, restore_weights, run_config_of
+from icl_lab.checkpoints import attach_clamps, clamps_at_checkpoint, load_model, restore_weights, run_config_of
 from icl_lab.config import ConfigError
 from icl_lab.measures import evaluate, expand_measures, validate_measures
 from icl_lab.provenance import resolve_device
-from icl_lab.train import restore_engine_state
-from icl_lab.store import RunError, RunLock, append_metrics, checkpoint_steps, load_training_state, metrics_frame
+from icl_lab.store import RunError, RunLock, append_metrics, checkpoint_steps, metrics_frame
 
 
 def resolve_steps(run_dir: Path, steps: list[int] | None) -> list[int]:
@@ -84,11 +83,7 @@ def measure_run(
 def _measure_checkpoints(run_dir: Path, config, names: list[str], steps: list[int], dev: torch.device, progress: bool) -> list[tuple[int, str, float]]:
     model, task, _ = load_model(run_dir, steps[0], device=dev)
     batches = task.eval_sets()  # the fixed sets of the live evaluation, built once
-    engine = None
-    if config.interventions:
-        from interventions.engine import InterventionEngine
-
-        engine = InterventionEngine(model, task, config.interventions, load_reference=lambda run, step, device: load_model(run, step, device)[0])
+    engine = attach_clamps(model, task, config)
     rows: list[tuple[int, str, float]] = []
     llc_context = None
     if "llc" in names:
@@ -99,12 +94,7 @@ def _measure_checkpoints(run_dir: Path, config, names: list[str], steps: list[in
         for step in tqdm(steps, disable=not progress, desc=f"measure {run_dir.name}", unit="ckpt"):
             restore_weights(model, run_dir, step)
             if engine is not None:  # running-mean targets as they stood at this step, live
-                state = load_training_state(run_dir, step)
-                if state is not None:
-                    restore_engine_state(engine, state)
-                else:
-                    engine.set_running_means({})
-                engine.set_step(step, "eval")
+                clamps_at_checkpoint(engine, run_dir, step, "eval")
             options = None if llc_context is None else llc_context.at(step, config.interventions, task, engine)
             values = evaluate(model, task, batches, names, options)
             names_sorted = sorted(values)
@@ -141,3 +131,22 @@ def update_stages(run_dir: Path) -> None:
     if summary:
         summary["stages"] = stages_of_run(load_metrics(run_dir))
         atomic_write_json(paths(run_dir).summary, summary)
+
+
+def run_post_run(run_dir: str | Path, *, device: str = "cpu") -> dict:
+    """The post-run steps that apply to the run's task (icl_lab.post_run), again, on a stored run
+    (`icl-lab measure RUN --post-run`), under the run's lock; a finished run's summary.json gets
+    their entries. Returns those entries."""
+    from icl_lab.post_run import run_post_run_steps
+    from icl_lab.store import atomic_write_json, paths, read_summary
+
+    run_dir = Path(run_dir)
+    config = run_config_of(run_dir)
+    if not checkpoint_steps(run_dir):
+        raise RunError(f"{run_dir} has no checkpoints")
+    with RunLock.of_run(run_dir, "measure --post-run"):
+        entries = run_post_run_steps(run_dir, config.task, device=str(resolve_device(device)))
+        summary = read_summary(run_dir)
+        if summary:
+            atomic_write_json(paths(run_dir).summary, {**summary, **entries})
+    return entries

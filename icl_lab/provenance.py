@@ -12,6 +12,10 @@ import torch
 
 from icl_lab.config import ConfigError
 
+# the keys provenance_record writes into config.json beside the run's config, and the list of
+# `icl-lab resume --steps` parts; RunConfig.from_dict reads a config.json past them
+PROVENANCE_KEYS = ("resolved_device", "device_description", "versions", "git", "created")
+RECORD_KEYS = (*PROVENANCE_KEYS, "extended")
 PACKAGES = ("torch", "transformer-lens", "numpy", "polars", "einops", "safetensors", "icl-lab")
 
 

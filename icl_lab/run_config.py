@@ -19,6 +19,7 @@ from icl_lab.config import (
 )
 from icl_lab.llc.config import LLCConfig
 from icl_lab.model_config import ModelConfig
+from icl_lab.provenance import RECORD_KEYS
 from icl_lab.tasks import task_config_class
 from interventions.spec import Intervention
 
@@ -66,7 +67,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
-        data = dict(data)
+        """The config of `to_dict`, or of a run's config.json: the keys a run records beside its
+        config (provenance.RECORD_KEYS: device, versions, git commit, creation time, extensions)
+        are read past; any other unknown key is refused, naming the valid ones."""
+        data = {k: v for k, v in data.items() if k not in RECORD_KEYS}
         if "task" not in data:
             raise ConfigError("a run config needs a 'task'")
         task_cls = task_config_class(data["task"])

@@ -63,6 +63,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from icl_lab.config import ConfigError, did_you_mean
+from icl_lab.openmp import prefer_passive_openmp
 from icl_lab.presets import get_preset
 from icl_lab.run_config import RunConfig
 from icl_lab.store import (
@@ -380,6 +381,7 @@ def _init_worker(parent_pid: int, stop: Any, threads: int) -> None:
     if os.getppid() != parent_pid:
         os._exit(1)  # the parent died before prctl took effect
     threading.Thread(target=_watch_parent, args=(parent_pid, stop), daemon=True, name="sweep-watch").start()
+    prefer_passive_openmp()  # inherited from _run_in_workers already; for a worker started otherwise
     import torch
 
     torch.set_num_threads(threads)
@@ -427,6 +429,7 @@ def _run_job(call: Callable[..., Any], threads: int | None = None) -> Any:
 
 
 def _run_in_workers(jobs: list[Job], workers: int, threads: int, bar: Any) -> None:
+    prefer_passive_openmp()  # before the workers start: they inherit it before torch loads OpenMP
     context = get_context("spawn")
     stop = context.Event()
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
@@ -448,6 +451,7 @@ def _run_on_ray(jobs: list[Job], workers: int, threads: int, bar: Any) -> None:
     import ray
 
     if not ray.is_initialized():
+        prefer_passive_openmp()  # Ray's workers inherit the environment
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     remote = ray.remote(_run_job)
     refs = {remote.options(**job.resources).remote(job.call, threads): job.size for job in jobs}

@@ -57,9 +57,23 @@ def test_train_command_end_to_end(capsys, tmp_path):
     from icl_lab import load_run
 
     run = load_run(tmp_path / "run")
-    assert run.config["train"]["steps"] == 20 and run.config["seed"] == 1
-    assert run.config["task_config"]["eval_size"] == 64
+    assert run.config.train.steps == 20 and run.config.seed == 1
+    assert run.config.task_config.eval_size == 64
     assert run.status["state"] == "done"
+
+
+def test_a_verb_under_a_taken_name_is_refused_naming_its_module(monkeypatch):
+    import types
+
+    import icl_lab.cli as cli
+
+    monkeypatch.setattr(cli, "VERBS", dict(cli.VERBS))
+    mine = types.ModuleType("my_lab.cli_train")
+    with pytest.raises(ValueError, match="CLI verb 'train' is already registered by icl_lab.cli.train"):
+        cli.register_verb("train", mine)
+    cli.register_verb("train", cli.VERBS["train"])  # the same module again: a no-op
+    cli.register_verb("mine", mine)
+    assert cli.VERBS["mine"] is mine and cli.VERBS["train"].__name__ == "icl_lab.cli.train"
 
 
 def test_presets_command_lists_parameters(capsys):
@@ -81,7 +95,7 @@ def test_train_with_an_intervention_file(capsys, tmp_path):
     from icl_lab import load_run
 
     run = load_run(tmp_path / "run")
-    assert run.config["interventions"][0]["target"] == "induction"
+    assert run.config.interventions[0].target == "induction"
     assert run.curve("induction_score.L1H0")["value"].to_list() == pytest.approx([1.0, 1.0, 1.0])
 
 
@@ -137,7 +151,7 @@ def test_rfm_command_end_to_end(capsys, tmp_path):
     code = main(["rfm", "--op", "div", "--p", "11", "--iters", "4", "--device", "cpu", "--out", str(tmp_path / "r"), "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0 and "test accuracy" in out
-    from icl_lab import load_run
+    from icl_lab.store import load_run  # an RFM run: no RunConfig, read by the store
 
     run = load_run(tmp_path / "r")
     assert run.config["rfm"]["op"] == "div" and run.checkpoint_steps == [0, 1, 2, 3]

@@ -215,7 +215,7 @@ def group_members(device: str, steps: int) -> list:
 def check_finished(run_dir, steps: int, device_type: str) -> None:
     run = load_run(run_dir)
     assert run.status["state"] == "done"
-    assert run.config["resolved_device"].startswith(device_type)
+    assert run.record["resolved_device"].startswith(device_type)
     metrics = run.metrics
     assert sorted(set(metrics["step"].to_list())) == [0, steps]
     assert "train_loss" in metrics["metric"].to_list()

@@ -20,8 +20,8 @@ def test_singh_experiment_runs_every_condition_and_resumes(tmp_path):
     assert table["condition"].to_list() == list(CONDITIONS)
     assert (tmp_path / "singh_clamps.parquet").exists() and "| induction |" in (tmp_path / "singh_clamps.md").read_text()
     learned = load_run(tmp_path / "learned_head-seed1")
-    spec = learned.config["interventions"][0]
-    assert spec["target"] == "checkpoint" and spec["checkpoint_run"].endswith("none-seed1")
+    spec = learned.config.interventions[0]
+    assert spec.target == "checkpoint" and spec.checkpoint_run.endswith("none-seed1")
     assert load_run(tmp_path / "induction-seed0").curve("induction_score.L1H0")["value"].to_list() == [1.0, 1.0, 1.0]
     before = (tmp_path / "none-seed0" / "metrics.parquet").stat().st_mtime_ns
     again = run_experiment(tmp_path, seeds=[0, 1], steps=8, progress=False, overrides=TINY, preset="bursty/small")
@@ -47,7 +47,7 @@ def test_reddy_phases_batched_equals_run_by_run(tmp_path):
     for k, b, seed in [(64, 2, 0), (128, 4, 1)]:
         name = reddy.cell_name(k, b, seed)
         a, s = load_run(tmp_path / "batched" / name), load_run(tmp_path / "single" / name)
-        assert a.config["task_config"]["num_classes"] == k and a.config["task_config"]["burstiness"] == b and a.config["seed"] == seed
+        assert a.config.task_config.num_classes == k and a.config.task_config.burstiness == b and a.config.seed == seed
         wide_a, wide_s = a.metrics.sort("step", "metric"), s.metrics.sort("step", "metric")
         assert wide_a["metric"].to_list() == wide_s["metric"].to_list()
         diff = (wide_a["value"] - wide_s["value"]).abs().max()

@@ -292,7 +292,7 @@ def test_training_with_a_clamp_and_a_checkpoint_target(tmp_path, tiny_run_config
     calls = result.summary["intervention_calls"]
     assert all(c["train"] == 10 and c["eval"] >= 3 for c in calls.values()), calls
     run = load_run(tmp_path / "clamped")
-    assert run.config["interventions"][0]["target"] == "induction"
+    assert run.config.interventions[0].target == "induction"
     # the clamp held at evaluation: layer-1 head 0 scores a perfect induction score
     assert run.curve("induction_score.L1H0")["value"].to_list() == pytest.approx([1.0] * 3)
     assert all(not p.fwd_hooks for p in result.model.bridge.hook_dict.values())  # engine closed

@@ -96,3 +96,38 @@ def test_bad_model_config_is_refused():
         ModelConfig(normalization="layer")
     with pytest.raises(ConfigError, match="d_model=30.*n_heads=4"):
         ModelConfig(d_model=30, n_heads=4)
+
+
+def test_importing_the_lab_patches_nothing_and_runs_install_the_speedups(tmp_path):
+    """Importing icl_lab and icl_lab.models leaves the environment and TransformerLens as they
+    were (checked in a fresh process); `install_speedups` (idempotent) replaces TL's
+    align_module_device, and the trainer and load_model install it for every run."""
+    import subprocess
+    import sys
+
+    code = (
+        # the libraries first (TL sets TORCHINDUCTOR_CACHE_DIR, polars _RJEM_MALLOC_CONF): what the lab itself does
+        "import polars, torch, accelerate, transformer_lens.model_bridge.generalized_components.base as base\n"
+        "import os; before = dict(os.environ); original = base.align_module_device\n"
+        "import icl_lab, icl_lab.models\n"
+        "from accelerate.utils import align_module_device\n"
+        "print(dict(os.environ) == before, base.align_module_device is original is align_module_device)\n"
+        "icl_lab.models.install_speedups(); icl_lab.models.install_speedups()\n"
+        "print(base.align_module_device is icl_lab.models._align_module_device, icl_lab.models.speedups_installed())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "True", "True"]
+
+    from unittest import mock
+
+    import transformer_lens.model_bridge.generalized_components.base as base
+    from icl_lab import get_preset, load_run, train
+    from icl_lab.models import _align_module_device
+
+    config = get_preset("bursty", "small").config.with_overrides({
+        "device": "cpu", "train.steps": 2, "task.num_classes": 64, "task.num_labels": 8, "task.eval_size": 16,
+        "model.d_model": 16, "train.batch_size": 4, "measures": ["icl_accuracy"], "track": []})
+    for entry_point in (lambda: train(config, tmp_path / "run", progress=False), lambda: load_run(tmp_path / "run").model()):
+        with mock.patch.object(base, "align_module_device", "TL's own"):
+            entry_point()
+            assert base.align_module_device is _align_module_device

@@ -162,7 +162,7 @@ def test_nfa_of_a_linear_network_with_orthogonal_readout_is_one():
 
 
 def test_rfm_run_small_prime_groks_and_is_stored(tmp_path):
-    from icl_lab import load_run
+    from icl_lab.store import load_run  # an RFM run: no RunConfig, read by the store
 
     result = run_rfm(RFMConfig(p=13, op="add", train_fraction=0.5, iters=8, device="cpu"), tmp_path / "rfm", progress=False)
     run = load_run(tmp_path / "rfm")

@@ -12,10 +12,11 @@ import icl_lab.presets as presets
 import icl_lab.tasks as tasks
 from icl_lab.cli import main
 from icl_lab.config import ConfigError, TrainConfig
-from icl_lab.measures import expand_measures, measures_for_task, register_measure, validate_measures
+from icl_lab.measures import registry as measure_registry
+from icl_lab.measures import MEASURES, expand_measures, measures_for_task, register_measure, validate_measures
 from icl_lab.models import ModelConfig
 from icl_lab.store import load_run
-from icl_lab.tasks import AfterTraining, CorruptedTwin, IdealAttention, OrderedInputs, PositionRoles, ProbeSet
+from icl_lab.tasks import CorruptedTwin, IdealAttention, OrderedInputs, PositionRoles, ProbeSet
 from icl_lab.tasks import ModelIO, Task, TaskBatch, register_task, task_capabilities, task_names
 from icl_lab.tasks.base import TASK_MEMBERS, Milestone
 
@@ -113,7 +114,7 @@ def test_registration_refuses_a_bad_constructor_and_a_second_class_under_one_nam
 
     with pytest.raises(TypeError, match=r"constructor must be \(config, seed, device\)"):
         register_task("count", CountConfig, NoSeed, default_preset="small")
-    with pytest.raises(ValueError, match="already registered to BurstyTask"):
+    with pytest.raises(ValueError, match="already registered to BurstyTask by icl_lab.tasks.bursty"):
         register_task("bursty", CountConfig, type("bursty", (CountTask,), {"name": "bursty"}), default_preset="small")
 
 
@@ -127,7 +128,7 @@ SMALL_CONFIGS = {
 # the model family of its inputs, its declared data contracts).
 CAPABILITIES = {
     "bursty": {"position_roles", "ideal_attention", "corrupted_twin", "probe_set", "ordered_inputs", "transformer"},
-    "modular": {"probe_set", "ordered_inputs", "after_training", "modular_arithmetic", "transformer"},
+    "modular": {"probe_set", "ordered_inputs", "modular_arithmetic", "transformer"},
     "digits": {"probe_set", "mlp"},
     "pairs": {"position_roles", "ideal_attention", "probe_set", "ordered_inputs", "transformer"},
 }
@@ -136,7 +137,7 @@ CAPABILITIES = {
 def test_every_registered_task_satisfies_the_protocol():
     assert task_names() == sorted(SMALL_CONFIGS)
     protocols = {"position_roles": PositionRoles, "ideal_attention": IdealAttention, "corrupted_twin": CorruptedTwin,
-                 "probe_set": ProbeSet, "ordered_inputs": OrderedInputs, "after_training": AfterTraining}
+                 "probe_set": ProbeSet, "ordered_inputs": OrderedInputs}
     for name in task_names():
         task = tasks.make_task(name, SMALL_CONFIGS[name], seed=0, device="cpu")
         assert isinstance(task, Task)
@@ -185,10 +186,34 @@ OLD_PROGRESS = {
 }
 
 
+def lab_measures(task: str) -> list[str]:
+    """The measures the task gets among those the lab's own modules register (a user's measure,
+    registered from their module, may apply too without changing these)."""
+    return [name for name in measures_for_task(task) if measure_registry.MEASURES[name].fn.__module__.startswith("icl_lab.")]
+
+
 @pytest.mark.parametrize("task", sorted(OLD_MEASURES))
 def test_capabilities_select_the_measures_each_task_had(task):
-    assert sorted(measures_for_task(task)) == sorted(OLD_MEASURES[task])
+    assert sorted(lab_measures(task)) == sorted(OLD_MEASURES[task])
     assert expand_measures(["progress", "htsr"], task) == OLD_PROGRESS[task]
+
+
+def test_a_users_measure_joins_the_tasks_measures_and_a_taken_name_is_refused(monkeypatch):
+    registry = measure_registry
+    monkeypatch.setattr(registry, "MEASURES", dict(MEASURES))
+
+    def query_norm(model, data):
+        return {"query_norm": data.batches["icl"].inputs[:, -1].norm(dim=-1).mean()}
+
+    query_norm.__module__ = "my_lab.measures"  # as if defined in a user's module
+    register_measure("query_norm", eval_sets=("icl",))(query_norm)
+    assert "query_norm" in measures_for_task("bursty") and "query_norm" in measures_for_task("pairs")
+    assert sorted(lab_measures("bursty")) == sorted(OLD_MEASURES["bursty"])  # the pinned list still holds
+    with pytest.raises(ValueError, match="measure 'icl_accuracy' is already registered by icl_lab.measures.bursty"):
+        register_measure("icl_accuracy", eval_sets=("icl",))(query_norm)
+    with pytest.raises(ValueError, match="'query_norm' is already registered by my_lab.measures"):
+        register_measure("query_norm")(lambda model, data: {})
+    assert registry.MEASURES["icl_accuracy"].fn.__module__ == "icl_lab.measures.bursty"
 
 
 def test_a_measure_the_task_cannot_support_is_refused_with_the_reason_and_the_valid_ones():
@@ -206,6 +231,27 @@ def test_a_measure_needing_an_unknown_capability_is_refused():
         register_measure("bogus", needs=("tokens_embedding",))
 
 
+def test_post_run_steps_are_selected_by_capability_and_a_taken_name_is_refused(monkeypatch):
+    from icl_lab.post_run import POST_RUN_STEPS, post_run_steps_for, register_post_run_step
+    from icl_lab.post_run import registry as post_run_registry
+
+    # the lab's own: the final-key-frequency losses, for tasks that provide modular_arithmetic
+    assert {t: post_run_steps_for(t) for t in task_names()} == {"bursty": [], "digits": [], "modular": ["final_key_losses"], "pairs": []}
+    assert POST_RUN_STEPS["final_key_losses"].module == "icl_lab.grokking.posthoc"
+    monkeypatch.setattr(post_run_registry, "POST_RUN_STEPS", dict(POST_RUN_STEPS))
+
+    @register_post_run_step("count_checkpoints", needs=("probe_set",))
+    def count_checkpoints(run_dir, device):
+        return {"checkpoints": len(list((run_dir / "checkpoints").glob("step_*.safetensors")))}
+
+    assert post_run_steps_for("digits") == ["count_checkpoints"]
+    assert post_run_steps_for("modular") == ["final_key_losses", "count_checkpoints"]
+    with pytest.raises(ValueError, match="'final_key_losses' is already registered by icl_lab.grokking.posthoc"):
+        register_post_run_step("final_key_losses")(count_checkpoints)
+    with pytest.raises(ValueError, match="unknown capabilities.*'after_training'"):
+        register_post_run_step("bogus", needs=("after_training",))
+
+
 def test_modular_training_runs_the_post_run_hook(tmp_path):
     from icl_lab.train import train
 
@@ -219,6 +265,13 @@ def test_modular_training_runs_the_post_run_hook(tmp_path):
     run = load_run(tmp_path / "run")
     for metric in ("restricted_loss_final_keys", "excluded_loss_final_keys"):
         assert run.curve(metric)["step"].to_list() == [0, 5, 10]
+    # `icl-lab measure --post-run` runs the steps again on the stored run, under its lock
+    import json
+
+    summary_path = tmp_path / "run" / "summary.json"
+    summary_path.write_text(json.dumps({k: v for k, v in json.loads(summary_path.read_text()).items() if k != "final_key_frequencies"}))
+    assert main(["measure", str(tmp_path / "run"), "--measures", "weight_norm", "--post-run", "--no-progress"]) == 0
+    assert json.loads(summary_path.read_text())["final_key_frequencies"] == keys
 
 
 @pytest.mark.parametrize("task", task_names())
@@ -240,7 +293,7 @@ def test_a_new_task_needs_its_class_one_registration_and_a_preset(tmp_path, scra
         measures=("classification_accuracy", "progress"), track=("test_accuracy",),
     )
     # the measures follow from its eval sets (train, test) and capabilities (a transformer, no probe set)
-    assert measures_for_task("count") == ["classification_accuracy", "classification_loss", "weight_entropy", "htsr", "llc", "weight_norm"]
+    assert lab_measures("count") == ["classification_accuracy", "classification_loss", "weight_entropy", "htsr", "llc", "weight_norm"]
     assert main(["train", "count", "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu"]) == 0
     run = load_run(tmp_path / "run")
     assert run.config["preset"] == "small"

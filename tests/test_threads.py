@@ -57,7 +57,7 @@ def test_train_records_its_threads_and_restores_the_callers(omp, flag, recorded,
     finally:
         torch.set_num_threads(before)
     assert f"{recorded} torch threads" in capsys.readouterr().out
-    assert load_run(tmp_path / "run").config["device_description"].endswith(f":{recorded} threads")
+    assert load_run(tmp_path / "run").record["device_description"].endswith(f":{recorded} threads")
 
 
 @pytest.mark.parametrize("executor", ["local", "batched"])
@@ -69,14 +69,15 @@ def test_sweep_threads_reach_each_run(executor, tmp_path, capsys):
     assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--executor", executor, "--threads", "1", "--no-progress"]) == 0
     assert torch.get_num_threads() == before
     for seed in (0, 1):
-        config = load_run(tmp_path / "out" / "runs" / f"seed={seed}").config
+        config = load_run(tmp_path / "out" / "runs" / f"seed={seed}").record
         assert config["device_description"].endswith(":1 threads"), config["device_description"]
 
 
 @pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_openmp_waits_passively_unless_the_user_chose(given, expected):
-    """Spinning OpenMP threads take the cores from every other process (benchmarks/threads.py);
-    importing icl_lab makes them wait passively, before torch starts, and keeps a user's choice."""
+def test_openmp_waits_passively_where_runs_start_unless_the_user_chose(given, expected):
+    """Spinning OpenMP threads take the cores from every other process (benchmarks/threads.py):
+    the command line (where runs start, and whose sweep workers inherit it) makes them wait
+    passively and keeps a user's choice; importing icl_lab alone changes nothing."""
     import os
     import subprocess
     import sys
@@ -84,6 +85,7 @@ def test_openmp_waits_passively_unless_the_user_chose(given, expected):
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if given is not None:
         env["OMP_WAIT_POLICY"] = given
-    code = "import icl_lab, os, sys; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    code = ("import icl_lab, os; imported = os.environ.get('OMP_WAIT_POLICY', '-'); from icl_lab.cli import main; "
+            "main(['presets']); print(imported, os.environ['OMP_WAIT_POLICY'])")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
-    assert out == [expected, "True"]  # the policy, in a process where icl_lab has loaded torch
+    assert out[-2:] == [given or "-", expected]  # untouched by the import; set by main

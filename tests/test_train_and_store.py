@@ -27,8 +27,9 @@ def test_run_directory_layout(tmp_path, tiny_run_config):
     names = set(run.metrics["metric"].unique().to_list())
     assert {"icl_accuracy", "iwl_accuracy", "label_swap_accuracy", "train_loss", "induction_score.L1H0"} <= names
     assert "train_loss" not in set(run.metrics.filter(pl.col("step") == 0)["metric"].to_list())
-    cfg = run.config
+    cfg = run.record  # config.json as written: the config and where it ran
     assert cfg["seed"] == 3 and cfg["task"] == "bursty" and cfg["task_config"]["num_classes"] == 64
+    assert run.config.seed == 3 and run.config.task_config.num_classes == 64  # the RunConfig read back
     assert {"torch", "transformer-lens", "python"} <= set(cfg["versions"])
     assert "commit" in cfg["git"]
     assert "icl_accuracy" in result.summary["transitions"]

@@ -31,6 +31,7 @@ import sys
 from icl_lab.cli import ablate, experiment, measure, patch, presets, resume, rfm, sweep, train
 from icl_lab.cli.arguments import Interrupted
 from icl_lab.config import ConfigError
+from icl_lab.openmp import prefer_passive_openmp
 
 # verb -> its module: HELP (one line), DESCRIPTION (optional), add_arguments(parser) and
 # run(args) -> exit code
@@ -47,6 +48,15 @@ VERBS = {
 }
 
 
+def register_verb(name: str, module) -> None:
+    """Add a verb (a module with HELP, add_arguments and run). A name another module holds is
+    refused, naming that module; registering the same module again is a no-op."""
+    taken = VERBS.get(name)
+    if taken is not None and taken is not module:
+        raise ValueError(f"CLI verb {name!r} is already registered by {taken.__name__}; choose another name")
+    VERBS[name] = module
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="icl-lab",
@@ -59,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prefer_passive_openmp()  # where runs start, beside the thread policy (icl_lab/openmp.py)
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)  # exits 2 on unknown verbs, choices, options and bad values

@@ -20,6 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", type=device, default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--post-run", action="store_true",
+        help="also run the post-run steps that apply to the run's task (modular arithmetic: final_key_losses), "
+        "updating summary.json",
+    )
+    parser.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="llc.KEY=VALUE",
         help="the llc measure's settings for this call, e.g. llc.num_draws=400, llc.parts=L1H0,L1H1, "
         "llc.clamps=off (default: the run's llc section); repeatable",
@@ -40,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"measure --set takes llc.KEY=VALUE (the llc measure's settings), not {', '.join(wrong)}")
     rows = measure_run(run_dir, args.measures or None, parse_steps(args.steps), device=args.device,
                        progress=not args.no_progress, llc={k[4:]: v for k, v in settings.items()})
+    if args.post_run:
+        from icl_lab.posthoc import run_post_run
+
+        entries = run_post_run(run_dir, device=args.device)
+        print(f"post-run steps: {', '.join(entries) or 'none added to the summary'}")
     wide = rows.pivot(on="metric", index="step", values="value").sort("step")
     summary = [c for c in wide.columns if c == "step" or "." not in c]
     with pl.Config(tbl_rows=50, tbl_cols=14):

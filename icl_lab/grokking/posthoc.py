@@ -2,8 +2,9 @@
 with the key frequencies of the *final* model (as in the paper, where the key frequencies are
 read off the trained network and the losses are then traced back through training).
 
-Every modular training runs it when it ends (`ModularTask.after_training`, called by the run
-lifecycle in icl_lab/train.py)."""
+Registered as the post-run step `final_key_losses` (icl_lab/post_run) for every task that
+provides `modular_arithmetic`: the trainer runs it when such a run ends, `icl-lab measure RUN
+--post-run` on a stored run."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from icl_lab.checkpoints import load_model
 from icl_lab.grokking.measures import key_frequencies_from_model, restricted_excluded_loss
 from icl_lab.measures.registry import EvalData
+from icl_lab.post_run.registry import register_post_run_step
 from icl_lab.store import append_metrics, checkpoint_steps, load_checkpoint
 
 
@@ -38,3 +40,12 @@ def add_final_key_losses(run_dir: str | Path, device: str = "cpu") -> list[int]:
         rows.append((step, "excluded_loss_final_keys", float(values["excluded_loss"])))
     append_metrics(run_dir, rows)
     return keys
+
+
+@register_post_run_step("final_key_losses", needs=("modular_arithmetic",))
+def final_key_losses(run_dir: Path, device: str) -> dict:
+    """Nanda et al.'s protocol on the finished run: the final model's key frequencies, then
+    restricted / excluded loss with them at every checkpoint, appended to the run's metrics
+    (`restricted_loss_final_keys`, `excluded_loss_final_keys`; add and sub with MLPs only)."""
+    keys = add_final_key_losses(run_dir, device=device)
+    return {"final_key_frequencies": keys} if keys else {}

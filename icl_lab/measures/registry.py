@@ -91,7 +91,8 @@ MEASURES: dict[str, Measure] = {}
 
 def register_measure(name: str, needs: tuple[str, ...] = (), eval_sets: tuple[str, ...] = (), reads: Callable | None = None):
     """Decorator: add a measure under `name`, for every task with the capabilities `needs`
-    and the eval sets `eval_sets`."""
+    and the eval sets `eval_sets`. A name another function holds is refused, naming its module
+    (the same function registered again, e.g. its module reloaded, replaces itself)."""
     from icl_lab.tasks import CAPABILITIES
 
     unknown = [c for c in needs if c not in CAPABILITIES]
@@ -99,6 +100,9 @@ def register_measure(name: str, needs: tuple[str, ...] = (), eval_sets: tuple[st
         raise ValueError(f"measure {name!r} needs unknown capabilities {unknown}; known: {', '.join(CAPABILITIES)}")
 
     def wrap(fn: MeasureFn) -> MeasureFn:
+        taken = MEASURES.get(name)
+        if taken is not None and (taken.fn.__module__, taken.fn.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise ValueError(f"measure {name!r} is already registered by {taken.fn.__module__}; choose another name")
         MEASURES[name] = Measure(name=name, fn=fn, needs=tuple(needs), reads=reads, doc=fn.__doc__ or "", eval_sets=tuple(eval_sets))
         return fn
 

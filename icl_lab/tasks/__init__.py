@@ -6,13 +6,11 @@ Adding a task touches its own module, its registration line below and its preset
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from icl_lab.config import ConfigError, did_you_mean
 from icl_lab.tasks.base import (
     CAPABILITIES,
-    AfterTraining,
     CorruptedTwin,
     IdealAttention,
     Milestone,
@@ -42,10 +40,12 @@ TASKS: dict[str, RegisteredTask] = {}
 
 def register_task(name: str, config_class: type, task_class: type, default_preset: str) -> None:
     """Add a task under `name`, after checking its class against the Task protocol (a
-    TypeError names what is missing). Registering the same class again is a no-op."""
+    TypeError names what is missing). Registering the same class again is a no-op; another
+    class under a taken name is refused, naming the module that owns the name."""
     check_task_class(name, config_class, task_class)
     if name in TASKS and TASKS[name].task_class is not task_class:
-        raise ValueError(f"task {name!r} is already registered to {TASKS[name].task_class.__qualname__}")
+        owner = TASKS[name].task_class
+        raise ValueError(f"task {name!r} is already registered to {owner.__qualname__} by {owner.__module__}; choose another name")
     TASKS[name] = RegisteredTask(config_class, task_class, default_preset)
 
 
@@ -90,17 +90,9 @@ def make_task(name: str, config: Any, seed: int, device) -> Task:
     return entry.task_class(config, seed=seed, device=device)
 
 
-def task_after_training(task: Task, run_dir: str | Path) -> dict[str, Any]:
-    """The task's post-run step on a finished run (`AfterTraining`), or {} when it has none."""
-    if isinstance(task, AfterTraining):
-        return task.after_training(Path(run_dir))
-    return {}
-
-
 __all__ = [
     "CAPABILITIES",
     "TASKS",
-    "AfterTraining",
     "BurstyConfig",
     "BurstyTask",
     "CorruptedTwin",
@@ -122,7 +114,6 @@ __all__ = [
     "make_task",
     "register_task",
     "registered",
-    "task_after_training",
     "task_capabilities",
     "task_class",
     "task_config_class",

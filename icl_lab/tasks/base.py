@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, fields, is_dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -192,20 +191,12 @@ class OrderedInputs(Protocol):
         (input_kind tokens) or vectors [n, d_input] (continuous)."""
 
 
-@runtime_checkable
-class AfterTraining(Protocol):
-    def after_training(self, run_dir: Path) -> dict[str, Any]:
-        """Work on the finished run (every checkpoint written), e.g. post-hoc metrics appended
-        through the store; returns a small JSON-able dict for the run summary."""
-
-
 CAPABILITY_PROTOCOLS: dict[str, type] = {
     "position_roles": PositionRoles,
     "ideal_attention": IdealAttention,
     "corrupted_twin": CorruptedTwin,
     "probe_set": ProbeSet,
     "ordered_inputs": OrderedInputs,
-    "after_training": AfterTraining,
 }
 # Data contracts a task declares in its `provides` tuple (no method shows them).
 DECLARED_CAPABILITIES = {

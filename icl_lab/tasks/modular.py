@@ -8,7 +8,6 @@ permutation splits them into ⌊train_fraction · N⌋ training pairs and the re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -199,12 +198,3 @@ class ModularTask:
     def ordered_inputs(self) -> torch.Tensor:
         """The operand tokens 0..p−1, whose order is the group's."""
         return torch.arange(self.config.p, device=self.device)
-
-    def after_training(self, run_dir: Path) -> dict:
-        """Nanda et al.'s protocol on the finished run: the final model's key frequencies, then
-        restricted / excluded loss with them at every checkpoint, appended to the run's metrics
-        (`restricted_loss_final_keys`, `excluded_loss_final_keys`; add and sub with MLPs only)."""
-        from icl_lab.grokking.posthoc import add_final_key_losses  # grokking imports tasks
-
-        keys = add_final_key_losses(run_dir, device=str(self.device))
-        return {"final_key_frequencies": keys} if keys else {}
