@@ -107,38 +107,44 @@ def _claimant(run_dir: str, rounds: int, barrier, results) -> None:
         barrier.wait()
 
 
+def claim_rounds(run: Path, stale: list[str], rounds: int) -> tuple[list[int], list[str], int]:
+    """(holders in each round, errors, rounds after which a `.lock` was left) when CLAIMANTS
+    processes claim `run` at once, its `.lock` set to stale[round % len(stale)] before each round."""
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(CLAIMANTS + 1), context.Queue()
+    workers = [context.Process(target=_claimant, args=(str(run), rounds, barrier, results)) for _ in range(CLAIMANTS)]
+    for w in workers:
+        w.start()
+    holders, errors, left = [], [], 0
+    try:
+        for round_ in range(rounds):
+            paths(run).lock.write_text(stale[round_ % len(stale)])
+            barrier.wait(timeout=60)
+            outcomes = [results.get(timeout=60) for _ in range(CLAIMANTS)]
+            holders.append(sum(held for held, _ in outcomes))
+            errors += [e for _, e in outcomes if e]
+            barrier.wait(timeout=60)
+            barrier.wait(timeout=60)
+            left += paths(run).lock.exists()  # its holder removes it on release
+    finally:
+        barrier.abort()  # a round that went wrong must not leave the claimants waiting
+        for w in workers:
+            w.join(timeout=60)
+    return holders, errors, left
+
+
 def test_exactly_one_of_many_claimants_takes_over_a_stale_lock(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
     pid, host = dead_pid(), os.uname().nodename
     stale = [  # a dead writer of an older icl-lab, an unreadable record, a dead flock writer
         json.dumps({"pid": pid, "host": host, "verb": "train", "started": "then"}),
         "garbage",
         json.dumps({"pid": pid, "host": host, "verb": "train", "started": "then", "flock": True}),
     ]
-    context = multiprocessing.get_context("fork")
-    barrier, results = context.Barrier(CLAIMANTS + 1), context.Queue()
-    workers = [context.Process(target=_claimant, args=(str(run), LOCK_ROUNDS, barrier, results)) for _ in range(CLAIMANTS)]
-    for w in workers:
-        w.start()
-    started, holders = time.perf_counter(), []
-    try:
-        for round_ in range(LOCK_ROUNDS):
-            paths(run).lock.write_text(stale[round_ % len(stale)])
-            barrier.wait(timeout=60)
-            outcomes = [results.get(timeout=60) for _ in range(CLAIMANTS)]
-            assert [e for _, e in outcomes if e] == []
-            holders.append(sum(held for held, _ in outcomes))
-            barrier.wait(timeout=60)
-            barrier.wait(timeout=60)
-            assert not paths(run).lock.exists()  # the holder removed it on release
-    finally:
-        for w in workers:
-            w.join(timeout=60)
-            if w.is_alive():
-                w.kill()
+    started = time.perf_counter()
+    holders, errors, left = claim_rounds(tmp_path, stale, LOCK_ROUNDS)
     print(f"{CLAIMANTS} claimants, {LOCK_ROUNDS} rounds, {time.perf_counter() - started:.1f} s, "
-          f"holders per round: {sorted(set(holders))}")
+          f"rounds by holders: { {n: holders.count(n) for n in sorted(set(holders))} }")
+    assert errors == [] and left == 0
     assert holders == [1] * LOCK_ROUNDS
 
 

@@ -106,11 +106,15 @@ def _judge(path: Path, text: str, flock_held: bool) -> LockHolder:
 def _open_lock(path: Path, flags: int) -> int:
     try:
         fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    except FileNotFoundError:
+        if flags & os.O_CREAT:
+            raise RunError(f"cannot lock {path}: its run directory is gone") from None
+        raise
     except OSError as err:
         if err.errno in (errno.ELOOP, errno.EISDIR):
             raise RunError(f"{path}: not a lock file (a {'symlink' if err.errno == errno.ELOOP else 'directory'}); "
                            "remove it if no icl-lab process writes this run") from None
-        raise
+        raise RunError(f"cannot lock {path}: {err.strerror}") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise RunError(f"{path}: not a lock file (not a regular file); remove it if no icl-lab process writes this run")

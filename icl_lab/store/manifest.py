@@ -98,9 +98,12 @@ def note(path: Path, written: Path) -> str:
     manifest of the run holding `path`, if any. Returns its sha256."""
     sha = digest(written)
     found = run_of(path)
-    if found is not None:
+    try:
+        files = load(found[0]) if found is not None else None
+    except RunError:
+        files = None  # someone else's manifest.json (a folder that is not a run): not ours to keep
+    if files is not None:
         run_dir, relative = found
-        files = load(run_dir)
         entry = {"size": os.path.getsize(written), "sha256": sha}
         old = files.get(relative)
         if old is not None and old.get("sha256") != sha:
