@@ -2,6 +2,7 @@
 lab wrote, and a run whose rows, folders or checksums are damaged is refused in one line
 before a byte of it changes."""
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -16,7 +17,15 @@ import pytest
 
 from icl_lab import train
 from icl_lab.posthoc import measure_run
-from icl_lab.store import RunError, RunLock, RunLocked, intact_state_steps, load_run, paths, read_status
+from icl_lab.store import (
+    RunError,
+    RunLock,
+    RunLocked,
+    intact_state_steps,
+    load_run,
+    paths,
+    read_status,
+)
 
 LOCK_ROUNDS = int(os.environ.get("ICL_LAB_LOCK_ROUNDS", "500"))  # about 2 s here; set more for a longer check
 CLAIMANTS = 8
@@ -91,7 +100,11 @@ def refused_in_one_line(attempt, run: Path, *names: str, error=RunError) -> str:
 # -- 1. one writer under races ---------------------------------------------------------------
 def _claimant(run_dir: str, rounds: int, barrier, results) -> None:
     """Each round: claim the run at the same moment as the others, report, hold until all have."""
-    sys.stderr = open(os.devnull, "w")  # the winner's take-over notice, once a round
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stderr(quiet):  # the winner's notice, each round
+        _claim_each_round(run_dir, rounds, barrier, results)
+
+
+def _claim_each_round(run_dir: str, rounds: int, barrier, results) -> None:
     for _ in range(rounds):
         barrier.wait()
         lock, error = RunLock(run_dir, "claim"), ""
@@ -99,7 +112,7 @@ def _claimant(run_dir: str, rounds: int, barrier, results) -> None:
             lock.acquire()
         except RunLocked:
             pass
-        except Exception as err:  # a crash is a failure of the lock, reported to the test
+        except Exception as err:  # noqa: BLE001 - a crash is a failure of the lock: reported
             error = f"{type(err).__name__}: {err}"
         results.put((lock.held, error))
         barrier.wait()  # everyone has claimed while the winner still holds it
@@ -199,7 +212,7 @@ def test_overwrite_refuses_a_run_holding_files_at_any_depth_and_replaces_a_plain
     (done_run / "checkpoints" / "my_notes.txt").write_text("lr 1e-3 looked better")
     (done_run / "ablations").mkdir()
     (done_run / "ablations" / "hand_made.csv").write_text("head,score\n")
-    overwrite = lambda: train(short_config, done_run, progress=False, overwrite=True)  # noqa: E731
+    overwrite = lambda: train(short_config, done_run, progress=False, overwrite=True)
     refused_in_one_line(overwrite, done_run, "checkpoints/my_notes.txt", "ablations/hand_made.csv")
     (done_run / "checkpoints" / "my_notes.txt").unlink()
     (done_run / "ablations" / "hand_made.csv").unlink()
@@ -219,7 +232,7 @@ def test_a_run_from_before_manifests_is_replaced_only_when_every_file_fits_the_l
     paths(done_run).manifest.unlink()
     (done_run / "ablations").mkdir()
     (done_run / "ablations" / "hand_made.csv").write_text("head,score\n")
-    overwrite = lambda: train(short_config, done_run, progress=False, overwrite=True)  # noqa: E731
+    overwrite = lambda: train(short_config, done_run, progress=False, overwrite=True)
     refused_in_one_line(overwrite, done_run, "ablations/hand_made.csv")
     (done_run / "ablations" / "hand_made.csv").unlink()
     overwrite()
@@ -229,7 +242,7 @@ def test_a_run_from_before_manifests_is_replaced_only_when_every_file_fits_the_l
 # -- 3-5. damage is refused before anything is written ------------------------------------------
 def test_a_run_whose_metrics_were_deleted_is_refused_not_finished_short(stopped_run, short_config):
     paths(stopped_run).metrics.unlink()
-    resume = lambda: train(short_config, stopped_run, progress=False, resume=True)  # noqa: E731
+    resume = lambda: train(short_config, stopped_run, progress=False, resume=True)
     refused_in_one_line(resume, stopped_run, "metrics.parquet is missing", "step_10.state.json")
     refused_in_one_line(lambda: measure_run(stopped_run, ["icl_accuracy"], [5], progress=False), stopped_run, "metrics.parquet")
 
@@ -237,7 +250,7 @@ def test_a_run_whose_metrics_were_deleted_is_refused_not_finished_short(stopped_
 def test_a_metrics_file_that_is_a_symlink_loop_is_refused(stopped_run, short_config):
     paths(stopped_run).metrics.unlink()
     os.symlink("metrics.parquet", paths(stopped_run).metrics)
-    resume = lambda: train(short_config, stopped_run, progress=False, resume=True)  # noqa: E731
+    resume = lambda: train(short_config, stopped_run, progress=False, resume=True)
     refused_in_one_line(resume, stopped_run, "metrics.parquet: a symlink that leads nowhere")
     refused_in_one_line(lambda: load_run(stopped_run), stopped_run, "metrics.parquet")
 
@@ -248,7 +261,7 @@ def test_a_file_where_a_folder_should_be_is_refused_before_any_write(stopped_run
     if target.exists():
         shutil.rmtree(target)
     target.write_text("not a folder")
-    resume = lambda: train(short_config, stopped_run, progress=False, resume=True)  # noqa: E731
+    resume = lambda: train(short_config, stopped_run, progress=False, resume=True)
     refused_in_one_line(resume, stopped_run, f"{target}: a file where the run's {folder}/ folder should be")
 
 
@@ -259,5 +272,5 @@ def test_a_state_record_with_malformed_checksums_is_named(stopped_run, short_con
         record.write_text(json.dumps({**json.loads(record.read_text()), "sha256": sums}))
     good, skipped = intact_state_steps(stopped_run)
     assert good == [] and all("state.json is unreadable (its sha256 entry" in line for line in skipped)
-    resume = lambda: train(short_config, stopped_run, progress=False, resume=True)  # noqa: E731
+    resume = lambda: train(short_config, stopped_run, progress=False, resume=True)
     refused_in_one_line(resume, stopped_run, "step_10.state.json is unreadable", "no intact checkpoint")

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import polars as pl
 
-from icl_lab.store.files import checkpoint_steps, load_metrics, read_json, read_status, read_summary
+from icl_lab.store.files import (
+    checkpoint_steps,
+    load_metrics,
+    read_json,
+    read_status,
+    read_summary,
+)
 from icl_lab.store.layout import RunError, paths
 
 

@@ -60,16 +60,16 @@ class LockHolder:
         return RunLocked(f"run {run_dir} is being written by {self.describe()}; try again when it ends")
 
 
-def _parse(path: Path, text: str) -> tuple[dict | None, str]:
-    """(the record, "") or (None, why it is not one)."""
+def _parse(text: str) -> dict | None:
+    """The record in a `.lock`; None when it is not one (garbage, empty, another shape)."""
     try:
         data = json.loads(text)
     except ValueError:
-        return None, "not JSON" if text.strip() else "empty"
+        return None
     keys = {"pid": int, "host": str, "verb": str, "started": str}
     if not isinstance(data, dict) or any(type(data.get(k)) is not t for k, t in keys.items()):
-        return None, "not a lock record"
-    return data, ""
+        return None
+    return data
 
 
 def _process_alive(pid: int) -> bool:
@@ -90,7 +90,7 @@ def _process_alive(pid: int) -> bool:
 
 
 def _judge(path: Path, text: str, flock_held: bool) -> LockHolder:
-    record, why = _parse(path, text)
+    record = _parse(text)
     if record is None:
         return LockHolder(-1, "unknown", "unknown", "unknown", "held" if flock_held else "stale", path)
     holder = LockHolder(record["pid"], record["host"], record["verb"], record["started"], "held", path)
