@@ -10,8 +10,9 @@ second read) before renaming it into place, with the digest of the content it re
 Removed files are forgotten. Only the run's one writer (holding its lock) writes either.
 
 Runs written before the manifest existed have none; they count as the lab's only when their
-config.json records the lab's provenance ("versions") and every file at every depth matches
-the run layout (`is_layout_file`). A run gets a manifest when it is next created anew.
+config.json and status.json are the lab's (`is_run_dir`) and every file at every depth fits
+the run layout (`is_layout_file`: the layout's names, step numbers, the lab's temporary
+files). They get a manifest when they are next created anew (`--overwrite`).
 """
 
 from __future__ import annotations

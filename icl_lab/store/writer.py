@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from icl_lab.store import manifest
-from icl_lab.store.files import atomic_write, atomic_write_json, checkpoint_steps, is_run_dir, load_metrics, metrics_frame, read_config
+from icl_lab.store.files import atomic_write, atomic_write_json, checkpoint_steps, is_run_dir, load_metrics, metrics_frame
 from icl_lab.store.layout import STATES, RunError, paths
 from icl_lab.store.lock import RunLock, check_run
 from icl_lab.store.state import TrainingState
@@ -28,7 +28,7 @@ def check_new_run_dir(out: str | Path, overwrite: bool) -> Path:
     if out.is_dir() and any(not e.name.startswith(".lock") for e in out.iterdir()):  # the lock may be ours
         if not overwrite:
             raise RunError(f"run directory {out} already exists and is not empty; choose another --out or pass --overwrite")
-        if manifest.load(out) is None and not _written_before_manifests(out):
+        if manifest.load(out) is None and not is_run_dir(out):  # a run from before manifests
             raise RunError(f"--overwrite refused: {out} is not a run directory written by icl-lab (no {manifest.NAME}, "
                            "and its config.json/status.json are missing or not ours); nothing was removed")
         foreign = manifest.lab_files(out)[1]
@@ -45,12 +45,6 @@ def check_new_run_dir(out: str | Path, overwrite: bool) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise RunError(f"cannot write to {parent}: permission denied (choose another --out)")
     return out
-
-
-def _written_before_manifests(out: Path) -> bool:
-    """A run from before manifests: config and status are ours, and config.json records the
-    provenance every version of the lab wrote (`lab_files` then checks every path)."""
-    return is_run_dir(out) and "versions" in read_config(out)
 
 
 class RunWriter:
