@@ -121,6 +121,16 @@ def _open_lock(path: Path, flags: int) -> int:
     return fd
 
 
+def _is_at(fd: int, path: Path) -> bool:
+    """The open file `fd` is the one now at `path`."""
+    try:
+        now = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
+
+
 def _read(fd: int) -> str:
     return os.pread(fd, 1 << 16, 0).decode("utf-8", "replace")
 
@@ -185,11 +195,8 @@ class RunLock:
                 return False
             except BlockingIOError:
                 raise _judge(path, _read(fd), True).refusal(self.paths.dir) from None
-        try:
-            if os.stat(path).st_ino != os.fstat(fd).st_ino:
-                return False  # its holder unlinked it as we opened it
-        except FileNotFoundError:
-            return False
+        if not _is_at(fd, path):
+            return False  # its holder unlinked it as we opened it
         text = _read(fd)
         previous = _judge(path, text, False)
         if previous.state != "stale":  # another host, or an older icl-lab's live writer
@@ -208,10 +215,8 @@ class RunLock:
         if self.fd is None:
             return
         try:  # unlinked while still held, so nobody can lock the name we are leaving
-            if os.stat(self.paths.lock).st_ino == os.fstat(self.fd).st_ino:
-                self.paths.lock.unlink()
-        except FileNotFoundError:
-            pass
+            if _is_at(self.fd, self.paths.lock):
+                self.paths.lock.unlink(missing_ok=True)
         finally:
             os.close(self.fd)
             self.fd = None

@@ -69,9 +69,11 @@ class RunWriter:
         lock = RunLock(out, verb).acquire()
         try:
             check_new_run_dir(out, overwrite)  # again, now that we hold the lock
-            for path in manifest.lab_files(out)[0]:  # only the lab's, as just checked
-                if path.name != ".lock":
-                    path.rmdir() if path.is_dir() else path.unlink()
+            for path in manifest.lab_files(out)[0]:  # only the lab's, as just checked; folders after their files
+                if path.is_dir():
+                    path.rmdir()
+                elif path.name != ".lock":
+                    path.unlink()
             manifest.save(out, {})  # first: every file written from now on is recorded in it
             paths(out).checkpoints.mkdir()
             writer = cls(out, lock, [])
