@@ -139,8 +139,10 @@ def claim_rounds(run: Path, stale: list[str], rounds: int) -> tuple[list[int], l
             barrier.wait(timeout=60)
             barrier.wait(timeout=60)
             left += paths(run).lock.exists()  # its holder removes it on release
-    finally:
+    except BaseException:
         barrier.abort()  # a round that went wrong must not leave the claimants waiting
+        raise
+    finally:
         for w in workers:
             w.join(timeout=60)
     return holders, errors, left
