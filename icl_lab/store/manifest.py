@@ -107,7 +107,7 @@ def note(path: Path, written: Path) -> str:
         run_dir, relative = found
         entry = {"size": os.path.getsize(written), "sha256": sha}
         old = files.get(relative)
-        if old is not None and old.get("sha256") != sha:
+        if isinstance(old, dict) and old.get("sha256") != sha:
             entry["replaces"] = old.get("sha256")
         files[relative] = entry
         save(run_dir, files)
