@@ -111,9 +111,9 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path):
         writer.add_metrics(step, {"x": step * 0.5})
         writer.flush_metrics()
     writer.save_checkpoint(3, {"w": torch.ones(2)})
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [".lock", "checkpoints", "config.json", "metrics.parquet", "status.json"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [".lock", "checkpoints", "config.json", "manifest.json", "metrics.parquet", "status.json"]
     writer.close()
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["checkpoints", "config.json", "metrics.parquet", "status.json"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["checkpoints", "config.json", "manifest.json", "metrics.parquet", "status.json"]
     assert load_metrics(tmp_path / "r")["value"].to_list() == [0.0, 0.5, 1.0, 1.5, 2.0]
     with pytest.raises(ValueError, match="finished"):
         writer.set_status("finished")

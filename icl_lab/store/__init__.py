@@ -9,10 +9,12 @@
       checkpoints/step_<N>.state.safetensors      training state tensors (optimizer, RNG, ...)
       checkpoints/step_<N>.state.json             training state plain data + sha256 of both files
       ablations/<kind>_<over>_step<N>.parquet     ablation / patching tables
-      .lock                            the writer holding the run (pid, host, verb, start time)
+      manifest.json                    every file above the lab wrote: path, size, sha256
+      .lock                            held (flock) by the run's one writer; says who (pid, host, verb, time)
 
 Every file is written to a temporary name in the same directory, flushed, then renamed over
-the old one, so a run killed at any moment leaves each file either old or new, never torn.
+the old one, so a run killed at any moment leaves each file either old or new, never torn;
+the manifest records it first, so `--overwrite` removes what the lab wrote and nothing else.
 Nothing read back can run code: tensors are safetensors, everything else JSON or parquet.
 A run has one writer at a time (`RunLock`); readers (`load_run`, the app) never take the lock.
 Problems with a directory or its files are `RunError`s: one line naming the file and what is
@@ -20,7 +22,9 @@ wrong, which the CLI reports with exit code 2.
 
     layout.py   RunPaths: every path of a run; RunError
     files.py    atomic writes; reading config, status, summary, metrics, checkpoints; list_runs
-    lock.py     RunLock: one writer at a time
+    manifest.py manifest.json: the files the lab wrote; what --overwrite may remove
+    checks.py   a run checked whole (folders, files, rows the checkpoints record) before work
+    lock.py     RunLock: one writer at a time (flock)
     state.py    TrainingState: what resume needs, with checksums
     writer.py   RunWriter: create (only a run the lab wrote is replaced) or reopen a run
 """

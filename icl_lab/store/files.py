@@ -3,7 +3,6 @@ corrupt or foreign (`RunError`). Readers never take the run's lock."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -17,11 +16,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from icl_lab.store import manifest
 from icl_lab.store.layout import METRICS_SCHEMA, STATES, RunError, paths
 
 
-def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
-    """Call write(tmp_path) for a temporary file beside `path`, fsync it, rename it over `path`."""
+def atomic_write(path: Path, write: Callable[[str], Any]) -> str:
+    """Call write(tmp_path) for a temporary file beside `path`, fsync it, record it in the
+    run's manifest (when `path` is in a run that has one), rename it over `path`. Returns
+    the sha256 of what was written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -30,34 +32,41 @@ def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        sha = manifest.note(path, Path(tmp))
         os.replace(tmp, path)
+        return sha
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+def atomic_write_bytes(path: Path, data: bytes) -> str:
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def atomic_write_json(path: Path, obj: Any) -> str:
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+sha256_of = manifest.digest
+
+
+def exists(path: Path) -> bool:
+    """Whether `path` exists; RunError when it is a symlink to nothing or a symlink loop (which
+    `Path.exists` calls missing: a reader would take the file for empty, a writer replace it)."""
+    if path.exists():
+        return True
+    if os.path.lexists(path):
+        raise RunError(f"{path}: a symlink that leads nowhere (or a symlink loop); icl-lab writes plain files here")
+    return False
 
 
 def read_json(path: Path, default: Any = None, expect: type | None = dict) -> Any:
     """A JSON file's content, `default` when it does not exist; RunError when it is not JSON
     or not of the `expect`ed type."""
     path = Path(path)
-    if not path.exists():
+    if not exists(path):
         return default
     try:
         data = json.loads(path.read_text())
@@ -74,7 +83,7 @@ def metrics_frame(rows: list[tuple[int, str, float]]) -> pl.DataFrame:
 
 def load_metrics(run_dir: str | Path) -> pl.DataFrame:
     path = paths(run_dir).metrics
-    if not path.exists():
+    if not exists(path):
         return metrics_frame([])
     try:  # one read of the bytes: a writer's rename mid-read cannot mix two versions
         frame = pl.read_parquet(io.BytesIO(path.read_bytes()))

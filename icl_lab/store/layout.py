@@ -34,6 +34,7 @@ class RunPaths:
     summary = property(lambda self: self.dir / "summary.json")
     metrics = property(lambda self: self.dir / "metrics.parquet")
     lock = property(lambda self: self.dir / ".lock")
+    manifest = property(lambda self: self.dir / "manifest.json")
     checkpoints = property(lambda self: self.dir / "checkpoints")
     ablations = property(lambda self: self.dir / "ablations")
 
@@ -58,8 +59,8 @@ class RunPaths:
         return {p.stem: p for p in sorted(folder.glob("*.parquet"))} if folder.is_dir() else {}
 
 
-# entries a run directory may hold; --overwrite refuses a directory with anything else in it
-LAYOUT_NAMES = {"config.json", "status.json", "summary.json", "metrics.parquet", ".lock", "checkpoints", "ablations"}
+# the top-level entries of a run directory (which files --overwrite removes: see manifest.py)
+LAYOUT_NAMES = {"config.json", "status.json", "summary.json", "metrics.parquet", "manifest.json", ".lock", "checkpoints", "ablations"}
 
 
 def paths(run_dir: str | Path) -> RunPaths:

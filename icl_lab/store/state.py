@@ -86,10 +86,11 @@ def intact_state_steps(run_dir: str | Path) -> tuple[list[int], list[str]]:
                 skipped.append(f"step {step}: {pickled} is a pickle file (an old or foreign format), which icl-lab does not read")
             continue  # a weights-only checkpoint (or one killed before its state was written)
         try:
-            data = read_json(record)
-            sums = data["sha256"]
-        except (RunError, KeyError, TypeError):
-            skipped.append(f"step {step}: {record.name} is unreadable")
+            sums = read_json(record).get("sha256")
+            if not (isinstance(sums, dict) and all(isinstance(sums.get(k), str) for k in ("weights", "state"))):
+                raise RunError(f"{record}: its sha256 entry is not the checksums of the weights and state")
+        except RunError as err:
+            skipped.append(f"step {step}: {record.name} is unreadable ({str(err).removeprefix(str(record) + ': ')})")
             continue
         bad = [f.name for f, key in ((p.weights(step), "weights"), (p.state_tensors(step), "state"))
                if not f.exists() or sha256_of(f) != sums.get(key)]

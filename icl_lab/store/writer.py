@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
-from icl_lab.store.files import atomic_write, atomic_write_json, checkpoint_steps, is_run_dir, load_metrics, metrics_frame, sha256_of
-from icl_lab.store.layout import LAYOUT_NAMES, STATES, RunError, RunLocked, paths
+from icl_lab.store import manifest
+from icl_lab.store.files import atomic_write, atomic_write_json, checkpoint_steps, is_run_dir, load_metrics, metrics_frame
+from icl_lab.store.layout import STATES, RunError, paths
 from icl_lab.store.lock import RunLock, check_run
 from icl_lab.store.state import TrainingState
 
@@ -20,22 +20,25 @@ def check_new_run_dir(out: str | Path, overwrite: bool) -> Path:
     """Refuse, before any work, a place a new run cannot go. Writes nothing.
 
     A non-empty directory is replaced only with `overwrite`, and only when it is a run the
-    lab wrote holding nothing but the run layout; a file, an unwritable place or anything
-    else is refused."""
+    lab wrote holding nothing the lab did not write, at any depth (see `manifest`); a file,
+    an unwritable place or anything else is refused."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {out} is a file, not a directory")
     if out.is_dir() and any(not e.name.startswith(".lock") for e in out.iterdir()):  # the lock may be ours
         if not overwrite:
             raise RunError(f"run directory {out} already exists and is not empty; choose another --out or pass --overwrite")
-        if not is_run_dir(out):
-            raise RunError(f"--overwrite refused: {out} is not a run directory written by icl-lab (its config.json/status.json are missing or not ours); nothing was removed")
-        foreign = sorted(e.name for e in out.iterdir() if e.name not in LAYOUT_NAMES and not e.name.startswith("."))
+        if manifest.load(out) is None and not is_run_dir(out):  # a run from before manifests
+            raise RunError(f"--overwrite refused: {out} is not a run directory written by icl-lab (no {manifest.NAME}, "
+                           "and its config.json/status.json are missing or not ours); nothing was removed")
+        foreign = manifest.lab_files(out)[1]
         if foreign:
-            raise RunError(f"--overwrite refused: {out} holds files that are not part of a run ({', '.join(foreign[:5])}); nothing was removed")
+            more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+            raise RunError(f"--overwrite refused: {out} holds files icl-lab did not write ({', '.join(foreign[:5])}{more}); "
+                           "nothing was removed")
         holder = RunLock.holder(out)
         if holder is not None and holder.pid != os.getpid() and holder.alive():
-            raise RunLocked(f"run {out} is being written by {holder.describe()}; not overwritten")
+            raise holder.refusal(out)
     parent = out if out.is_dir() else next((p for p in out.parents if p.exists()), Path("."))
     if not parent.is_dir():
         raise RunError(f"--out {out}: {parent} is a file, not a directory")
@@ -66,9 +69,12 @@ class RunWriter:
         lock = RunLock(out, verb).acquire()
         try:
             check_new_run_dir(out, overwrite)  # again, now that we hold the lock
-            for entry in out.iterdir():
-                if entry.name in LAYOUT_NAMES - {".lock"}:
-                    _remove(entry)
+            for path in manifest.lab_files(out)[0]:  # only the lab's, as just checked; folders after their files
+                if path.is_dir():
+                    path.rmdir()
+                elif path.name != ".lock":
+                    path.unlink()
+            manifest.save(out, {})  # first: every file written from now on is recorded in it
             paths(out).checkpoints.mkdir()
             writer = cls(out, lock, [])
             atomic_write_json(writer.paths.config, record)
@@ -95,10 +101,13 @@ class RunWriter:
         """Drop metrics and checkpoints after `keep_until` (they are recomputed on resume) and
         mark the run running again; config.json is kept."""
         self.rows = [row for row in self.rows if row[0] <= keep_until]
+        removed = []
         for step in checkpoint_steps(self.dir):
             if step > keep_until:
                 for f in (self.paths.weights(step), self.paths.state_tensors(step), self.paths.state_record(step)):
                     f.unlink(missing_ok=True)
+                    removed.append(f)
+        manifest.forget(self.dir, removed)
         self.flush_metrics()
         self.set_status("running", resumed_from=keep_until)
 
@@ -115,15 +124,11 @@ class RunWriter:
         a record with both files' checksums (its presence marks a complete checkpoint)."""
         path = self.paths.weights(step)
         cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-        atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata={"step": str(step)}))
+        weights_sha = atomic_write(path, lambda tmp: save_file(cpu, tmp, metadata={"step": str(step)}))
         if state is not None:
             data, state_tensors = state.to_parts()
-            tensor_path = self.paths.state_tensors(step)
-            atomic_write(tensor_path, lambda tmp: save_file(state_tensors, tmp))
-            atomic_write_json(self.paths.state_record(step), {
-                "state": data,
-                "sha256": {"weights": sha256_of(path), "state": sha256_of(tensor_path)},
-            })
+            state_sha = atomic_write(self.paths.state_tensors(step), lambda tmp: save_file(state_tensors, tmp))
+            atomic_write_json(self.paths.state_record(step), {"state": data, "sha256": {"weights": weights_sha, "state": state_sha}})
         return path
 
     def set_status(self, state: str, error: str | None = None, **extra: Any) -> None:
@@ -145,12 +150,7 @@ def record_failure(run_dir: str | Path, record: dict[str, Any], error: str, *, v
     with RunLock(run_dir, verb) as lock:
         writer = RunWriter(run_dir, lock, [])
         if not writer.paths.config.exists():
+            if all(e.name.startswith(".lock") for e in writer.dir.iterdir()):
+                manifest.save(writer.dir, {})  # a run that failed before it started is the lab's too
             atomic_write_json(writer.paths.config, record)
         writer.set_status("failed", error=error)
-
-
-def _remove(entry: Path) -> None:
-    if entry.is_dir() and not entry.is_symlink():
-        shutil.rmtree(entry)
-    else:
-        entry.unlink()

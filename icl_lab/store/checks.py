@@ -1,0 +1,72 @@
+"""Checks a run passes before a verb adds to it or continues it, so that a refusal comes
+before any byte is written: every file readable, the layout's folders folders, and the
+metrics holding every row the newest checkpoint says were written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+
+from icl_lab.store.files import (
+    checkpoint_steps,
+    load_metrics,
+    read_json,
+    read_status,
+    read_summary,
+)
+from icl_lab.store.layout import RunError, paths
+
+
+def check_folders(run_dir: str | Path) -> None:
+    """checkpoints/ and ablations/ are folders when they exist (a file there would make the
+    first checkpoint fail only after resume had rewritten the metrics)."""
+    p = paths(run_dir)
+    for folder in (p.checkpoints, p.ablations):
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise RunError(f"{folder}: a file where the run's {folder.name}/ folder should be; move it away "
+                           "(icl-lab keeps the run's checkpoints and ablation tables in these folders)")
+
+
+def newest_eval_steps(run_dir: str | Path) -> tuple[int, list[int]] | None:
+    """(step, the evaluation steps its training state records) of the newest checkpoint with a
+    readable state record; None when there is none (a run before its first checkpoint, or one
+    with weights only)."""
+    p = paths(run_dir)
+    for step in reversed(checkpoint_steps(run_dir)):
+        try:
+            record = read_json(p.state_record(step))
+        except RunError:
+            continue  # a torn record: resume skips it and says so
+        state = record.get("state") if isinstance(record, dict) else None
+        evals = state.get("eval_steps") if isinstance(state, dict) else None
+        if isinstance(evals, list) and all(type(s) is int for s in evals):
+            return step, evals
+    return None
+
+
+def check_metrics_cover_checkpoints(run_dir: str | Path, metrics: pl.DataFrame) -> None:
+    """Refuse metrics missing rows that the newest checkpoint's state records: the trainer
+    writes the rows of an evaluation before the checkpoint after it, so missing rows were
+    deleted, and continuing would finish the run without them."""
+    newest = newest_eval_steps(run_dir)
+    if newest is None:
+        return
+    step, evals = newest
+    missing = sorted(set(evals) - set(metrics["step"].unique().to_list()))
+    if not missing:
+        return
+    p = paths(run_dir)
+    found = "is missing" if not p.metrics.exists() else f"has no rows at {len(missing)} of those steps (first {missing[0]})"
+    raise RunError(f"{p.metrics} {found}, but {p.state_record(step).name} records evaluations at {len(evals)} steps "
+                   "whose rows are part of the run: restore the file, or start the run again with --overwrite")
+
+
+def check_run_files(run_dir: str | Path) -> None:
+    """RunError naming the file when status, summary or metrics cannot be read, a folder of
+    the layout is a file, or the metrics lack rows the checkpoints record."""
+    check_folders(run_dir)
+    read_status(run_dir)
+    read_summary(run_dir)
+    check_metrics_cover_checkpoints(run_dir, load_metrics(run_dir))
