@@ -107,24 +107,19 @@ def _stored_state(run_dir: Path) -> str | None:
     return None if state == "unknown" else state
 
 
-def _check_config(run: WantedRun, state: str | None) -> str | None:
-    """The refusal of a stored run whose config is not the wanted one (None: same, or no run)."""
+def _stored_config(run: WantedRun, state: str | None) -> dict | None:
+    """The config stored in the run's directory, normalised; None when nothing was trained there
+    (a leftover is replaced, never kept) or its config.json cannot be read (it starts again)."""
     from icl_lab.checkpoints import run_config_of
 
     if state is None:
-        return None  # nothing was trained there: a leftover is replaced, never kept
+        return None
     try:
-        stored = run_config_of(run.run_dir).to_dict()
+        return run_config_of(run.run_dir).to_dict()
     except RunError:
         if state == "done":
             raise  # a finished run whose config cannot be read is not kept blindly
-        return None  # unreadable: it starts again, replacing the run
-    try:
-        check_stored_config(run.run_dir, stored, run.config.to_dict(),
-                            doing="move or delete it, or give another --out (the grid keeps only the runs it asks for)")
-    except ConfigError as err:
-        return str(err)
-    return None
+        return None
 
 
 def plan_grid(wanted: list[WantedRun], retry_failed: bool = True) -> GridPlan:
@@ -138,10 +133,14 @@ def plan_grid(wanted: list[WantedRun], retry_failed: bool = True) -> GridPlan:
     plan, refusals = GridPlan(), []
     for run in wanted:
         state = _stored_state(run.run_dir)
-        refusal = _check_config(run, state)
-        if refusal is not None:
-            refusals.append(refusal)
-            continue
+        stored = _stored_config(run, state)
+        if stored is not None:
+            try:
+                check_stored_config(run.run_dir, stored, run.config.to_dict(),
+                                    doing="move or delete it, or give another --out (a grid keeps only the runs it asks for)")
+            except ConfigError as err:
+                refusals.append(str(err))
+                continue
         writer = live_writer(run.run_dir)
         if writer is not None:
             plan.locked.append((run, writer))
@@ -152,7 +151,7 @@ def plan_grid(wanted: list[WantedRun], retry_failed: bool = True) -> GridPlan:
         elif state is None:
             plan.new.append(run)
         else:  # stopped, running with its writer gone, failed and retried
-            steps, _ = intact_state_steps(run.run_dir)
+            steps = intact_state_steps(run.run_dir)[0] if stored is not None else []
             if steps:
                 plan.resumed.append((run, steps[-1]))
             else:

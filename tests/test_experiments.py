@@ -186,3 +186,15 @@ def test_grid_refuses_a_stored_run_with_another_config(tmp_path):
     with pytest.raises(ConfigError, match=r"K64-B2-seed0.*train.steps \(stored 8, wanted 12\)"):
         reddy.run_experiment(tmp_path, **{**options, "steps": 12})
     assert (tmp_path / reddy.cell_name(64, 2, 0) / "metrics.parquet").stat().st_mtime_ns == before
+
+
+def test_rfm_fractions_refuse_a_stored_run_with_another_config(tmp_path):
+    """A finished RFM run used to be kept whatever its config; now it must be the one asked for."""
+    from icl_lab.experiments.rfm import run_fractions
+    from icl_lab.rfm.machine import RFMConfig
+
+    base = RFMConfig(p=7, iters=2, device="cpu")
+    first = run_fractions(tmp_path, [0.5], base, progress=False)
+    assert run_fractions(tmp_path, [0.5], base, progress=False).equals(first)  # kept
+    with pytest.raises(ConfigError, match=r"frac0.5: its stored config differs in iters \(stored 2, wanted 3\)"):
+        run_fractions(tmp_path, [0.5], dataclasses.replace(base, iters=3), progress=False)
