@@ -50,7 +50,7 @@ def continue_advice(run_dir: str | Path, verb: str) -> str:
     if command is not None:
         return f"run `{command}` again to continue it"
     if verb == "rfm":  # an RFM run keeps no training state
-        return "an RFM run does not resume; run `icl-lab rfm` again with --overwrite"
+        return "an RFM run does not resume; run the command that started it again (a single `icl-lab rfm` run with --overwrite)"
     return f"resume it with `icl-lab resume {run_dir}`"
 
 
