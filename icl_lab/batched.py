@@ -43,7 +43,7 @@ from icl_lab.run_config import RunConfig
 from icl_lab.store import check_new_run_dir
 from icl_lab.tasks import make_task
 from icl_lab.tasks.base import ModelIO, TaskBatch
-from icl_lab.train import TrainingRun, TrainResult
+from icl_lab.train import TrainingRun, TrainResult, resumable_step
 
 # Model fields that change only the initial values, not the shapes.
 INIT_ONLY_MODEL_FIELDS = ("init_range", "init_scale")
@@ -61,18 +61,27 @@ def train_group(
     *,
     progress: bool = False,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> list[TrainResult]:
     """Train each `configs[i]` into `outs[i]`, all in one process with batched passes.
 
     Everything is checked (shapes, run directories, each member's interventions against its
     model) before anything is written. A failure or Ctrl-C marks every member's run failed or
-    stopped, as `train` does for one run.
+    stopped, as `train` does for one run. With `resume`, every member continues its stopped run
+    from its newest intact checkpoint, as `train(..., resume=True)` does for one; the members
+    must resume from the same step (a group stopped together does).
     """
     configs, outs = list(configs), [Path(o) for o in outs]
     check_group(configs, outs)
     device = resolve_device(configs[0].device)
-    for out in outs:
-        check_new_run_dir(out, overwrite)
+    if resume:
+        starts = {out: resumable_step(out, config) for config, out in zip(configs, outs)}
+        if len(set(starts.values())) > 1:
+            raise ConfigError("members of a resumed group continue from one step; their newest intact checkpoints are at "
+                              + ", ".join(f"{out.name}: {step}" for out, step in starts.items()))
+    else:
+        for out in outs:
+            check_new_run_dir(out, overwrite)
     members = []
     for config in configs:
         member = TrainingRun(config, device)
@@ -85,13 +94,15 @@ def train_group(
     steps = configs[0].train.steps
     with contextlib.ExitStack() as runs:
         for member, out in zip(members, outs):
-            member.create_run_dir(out, overwrite)
+            start_step = member.reopen_run_dir(out) if resume else member.create_run_dir(out, overwrite)
             runs.enter_context(member.lifecycle)
-        bar = tqdm(total=steps, disable=not progress, desc=f"group of {len(members)}", unit="step")
+            if start_step >= 0:
+                member.torch_rng = torch.get_rng_state()  # reopen restored the member's own
+        bar = tqdm(total=steps, initial=max(start_step, 0), disable=not progress, desc=f"group of {len(members)}", unit="step")
         try:
             for member in members:
-                member.start_training(-1)  # step 0: evaluation and checkpoint
-            for step in range(1, steps + 1):
+                first = member.start_training(start_step)  # a new run: step 0's evaluation and checkpoint
+            for step in range(first, steps + 1):
                 train_step(lanes, step)
                 for member in members:
                     member.after_update(step)

@@ -9,16 +9,49 @@ lock, records the config and marks the run running; `resume` takes the lock of a
 run. Leaving the block by an exception flushes the metrics and marks the run failed with the
 traceback; Ctrl-C (KeyboardInterrupt) marks it stopped, which is resumable; either way the
 lock is released and the exception propagates.
+
+A stopped run's status.json says how to continue it: `icl-lab resume RUN` by default; a
+command that trains runs as part of a grid (a sweep, an experiment) names itself instead,
+
+    with continued_by("icl-lab sweep grid.toml --out runs/grid"):
+        train(...)
+
+since running it again resumes the run and also finishes its table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from icl_lab.store import RunWriter
+
+# the command that continues the runs started in this context (None: `icl-lab resume RUN`)
+_continue_command: ContextVar[str | None] = ContextVar("continue_command", default=None)
+
+
+@contextlib.contextmanager
+def continued_by(command: str):
+    """Runs stopped inside this block advise `command` (run again) to continue them."""
+    token = _continue_command.set(command)
+    try:
+        yield
+    finally:
+        _continue_command.reset(token)
+
+
+def continue_advice(run_dir: str | Path, verb: str) -> str:
+    """How to continue a stopped run that `verb` writes, for its status.json."""
+    command = _continue_command.get()
+    if command is not None:
+        return f"run `{command}` again to continue it"
+    if verb == "rfm":  # an RFM run keeps no training state
+        return "an RFM run does not resume; run the command that started it again (a single `icl-lab rfm` run with --overwrite)"
+    return f"resume it with `icl-lab resume {run_dir}`"
 
 
 class RunLifecycle:
@@ -26,6 +59,7 @@ class RunLifecycle:
         self.writer = writer
         self.started = time.perf_counter()
         self.finished = False
+        self.advice = continue_advice(writer.dir, writer.lock.verb)  # read now: the block may end outside the context
 
     @classmethod
     def start(cls, out: str | Path, record: dict[str, Any], *, verb: str, overwrite: bool = False) -> "RunLifecycle":
@@ -53,7 +87,7 @@ class RunLifecycle:
             if err is not None:
                 self.writer.flush_metrics()
                 if isinstance(err, KeyboardInterrupt):
-                    self.writer.set_status("stopped", error="interrupted (Ctrl-C); resume it with `icl-lab resume`",
+                    self.writer.set_status("stopped", error=f"interrupted (Ctrl-C); {self.advice}",
                                            wall_seconds=self.wall_seconds)
                 else:
                     self.writer.set_status("failed", error="".join(traceback.format_exception(kind, err, tb)),

@@ -1,10 +1,13 @@
 """The experiments' grids on tiny settings: every condition or cell runs, finished runs are kept,
 and a grid trained as batched groups gives the table of the same grid trained run by run."""
 
+import dataclasses
+
 import polars as pl
 import pytest
 
 from icl_lab import load_run
+from icl_lab.store import intact_state_steps, paths, read_status, read_summary
 from icl_lab.config import ConfigError
 from icl_lab.experiments import reddy
 from icl_lab.experiments.singh import CONDITIONS, run_experiment
@@ -101,3 +104,97 @@ def test_llc_stages_refuses_bad_input_before_training(tmp_path):
     with pytest.raises(ConfigError, match="bursty or pairs preset"):
         llc_stages.run_experiment(tmp_path, seeds=[0], preset="modular/cpu", progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def interrupt_at_evaluation(monkeypatch, measure, n):
+    """Ctrl-C (KeyboardInterrupt) inside the n-th call of `measure`."""
+    from icl_lab.measures import registry
+
+    original, calls = registry.MEASURES[measure], {"n": 0}
+
+    def interrupted(model, data):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return original.fn(model, data)
+
+    monkeypatch.setitem(registry.MEASURES, measure, dataclasses.replace(original, fn=interrupted))
+
+
+def test_anti_grokking_rerun_after_ctrl_c_resumes_its_stopped_run(tmp_path, monkeypatch, capsys):
+    """It used to train with overwrite=True: from step 0 again, its checkpoints deleted."""
+    from icl_lab.cli import main
+    from icl_lab.experiments import antigrokking
+
+    out = tmp_path / "exp"
+    args = ["experiment", "anti-grokking", "--seeds", "0", "--steps", "40", "--out", str(out), "--no-progress",
+            "--device", "cpu", "--set", "train.eval_every=10", "--set", "train.checkpoint_every=10"]
+    with monkeypatch.context() as m:
+        interrupt_at_evaluation(m, "classification_accuracy", 4)  # the evaluation at step 30
+        with pytest.raises(KeyboardInterrupt):
+            main(args)
+    run_dir = out / "wd0-seed0"
+    status = read_status(run_dir)
+    assert status["state"] == "stopped"
+    # its advice is the command that continues it (and finishes the table), not `icl-lab resume`
+    assert f"icl-lab experiment anti-grokking --out {out} --seeds 0 --steps 40 --device cpu" in status["error"]
+    assert "icl-lab resume" not in status["error"]
+    steps = intact_state_steps(run_dir)[0]
+    assert steps[-1] == 20, steps
+    kept = paths(run_dir).weights(10)
+    kept = (kept.stat().st_mtime_ns, kept.read_bytes())
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "resuming 1 run(s) from their checkpoints: wd0-seed0 (step 20)" in capsys.readouterr().out
+    weights = paths(run_dir).weights(10)
+    assert (weights.stat().st_mtime_ns, weights.read_bytes()) == kept  # resumed, not started again
+    options = dict(seeds=[0], steps=40, weight_decays=(0.0,), progress=False,
+                   overrides={"train.eval_every": 10, "train.checkpoint_every": 10, "device": "cpu"})
+    antigrokking.run_experiment(tmp_path / "whole", **options)
+    assert load_run(run_dir).metrics.equals(load_run(tmp_path / "whole" / "wd0-seed0").metrics)
+
+
+def test_reddy_rerun_after_ctrl_c_resumes_its_stopped_group_together(tmp_path, monkeypatch, capsys):
+    """A group stopped together goes on as that group (it used to resume one run at a time),
+    and ends as the group trained without a stop."""
+    options = dict(seeds=[0, 1], steps=12, progress=False, overrides={**TINY, "train.checkpoint_every": 4},
+                   grid={"task.num_classes": [64], "task.burstiness": [2]})
+    with monkeypatch.context() as m:
+        interrupt_at_evaluation(m, "icl_accuracy", 5)  # evaluations 0 and 4 of both pass; step 8 is stopped
+        with pytest.raises(KeyboardInterrupt):
+            reddy.run_experiment(tmp_path / "exp", **options)
+    names = [reddy.cell_name(64, 2, seed) for seed in (0, 1)]
+    assert [read_status(tmp_path / "exp" / n)["state"] for n in names] == ["stopped", "stopped"]
+    stopped_at = {intact_state_steps(tmp_path / "exp" / n)[0][-1] for n in names}
+    assert len(stopped_at) == 1 and 0 < min(stopped_at) < 8, stopped_at  # together, mid-way
+    capsys.readouterr()
+    reddy.run_experiment(tmp_path / "exp", **options)
+    assert "resuming 2 run(s) from their checkpoints" in capsys.readouterr().out
+    timing = (tmp_path / "exp" / "reddy_phases.json").read_text()
+    assert '"resumed": 2' in timing and '"groups": 1' in timing and '"trained": 0' in timing
+    for name in names:
+        assert read_summary(tmp_path / "exp" / name)["group"] == {"size": 2, "members": names}
+    reddy.run_experiment(tmp_path / "whole", **options)
+    for name in names:
+        assert load_run(tmp_path / "exp" / name).metrics.equals(load_run(tmp_path / "whole" / name).metrics), name
+
+
+def test_grid_refuses_a_stored_run_with_another_config(tmp_path):
+    options = dict(seeds=[0], steps=8, progress=False, overrides=TINY, grid={"task.num_classes": [64], "task.burstiness": [2]})
+    reddy.run_experiment(tmp_path, **options)
+    before = (tmp_path / reddy.cell_name(64, 2, 0) / "metrics.parquet").stat().st_mtime_ns
+    with pytest.raises(ConfigError, match=r"K64-B2-seed0.*train.steps \(stored 8, wanted 12\)"):
+        reddy.run_experiment(tmp_path, **{**options, "steps": 12})
+    assert (tmp_path / reddy.cell_name(64, 2, 0) / "metrics.parquet").stat().st_mtime_ns == before
+
+
+def test_rfm_fractions_refuse_a_stored_run_with_another_config(tmp_path):
+    """A finished RFM run used to be kept whatever its config; now it must be the one asked for."""
+    from icl_lab.experiments.rfm import run_fractions
+    from icl_lab.rfm.machine import RFMConfig
+
+    base = RFMConfig(p=7, iters=2, device="cpu")
+    first = run_fractions(tmp_path, [0.5], base, progress=False)
+    assert run_fractions(tmp_path, [0.5], base, progress=False).equals(first)  # kept
+    with pytest.raises(ConfigError, match=r"frac0.5: its stored config differs in iters \(stored 2, wanted 3\)"):
+        run_fractions(tmp_path, [0.5], dataclasses.replace(base, iters=3), progress=False)

@@ -122,3 +122,24 @@ def test_extend_refuses_a_shorter_length_and_a_decaying_schedule_before_writing(
     with pytest.raises(SystemExit) as exit:
         main(["resume", str(tmp_path / "run"), "--steps", "5"])
     assert exit.value.code == 2 and (tmp_path / "run" / "config.json").read_bytes() == before
+
+
+def test_a_stopped_runs_status_names_the_command_that_continues_it(tmp_path, tiny_run_config, monkeypatch):
+    """`icl-lab resume RUN` for a run trained alone; inside `continued_by` (a sweep or an
+    experiment) that command, whose rerun resumes the run and finishes its table."""
+    from icl_lab.lifecycle import continued_by
+
+    original = registry.MEASURES["icl_accuracy"]
+
+    def ctrl_c(model, data):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(registry.MEASURES, "icl_accuracy", dataclasses.replace(original, fn=ctrl_c))
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_run_config, tmp_path / "alone", progress=False)
+    assert read_json(tmp_path / "alone" / "status.json")["error"].endswith(f"resume it with `icl-lab resume {tmp_path / 'alone'}`")
+    with pytest.raises(KeyboardInterrupt), continued_by("icl-lab sweep grid.toml --out out"):
+        train(tiny_run_config, tmp_path / "member", progress=False)
+    status = read_json(tmp_path / "member" / "status.json")
+    assert status["state"] == "stopped" and "run `icl-lab sweep grid.toml --out out` again" in status["error"]
+    assert "icl-lab resume" not in status["error"]

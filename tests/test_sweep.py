@@ -320,3 +320,32 @@ def test_ctrl_c_stops_the_sweep_and_a_rerun_resumes_exactly(tmp_path, workers, t
     for name in reference["run"]:
         got = load_run(out / "runs" / name).metrics
         assert got.equals(load_run(tmp_path / "reference" / "runs" / name).metrics), name
+
+
+def test_rerun_with_another_spec_is_refused_naming_what_differs(tmp_path, capsys):
+    """Same --out, train.steps 8 -> 12: refused in one line naming the run and the key, with the
+    stored spec and runs untouched (it used to exit 0, "2 done", and overwrite sweep.toml)."""
+    from icl_lab.cli import main
+
+    out = tmp_path / "out"
+    first = spec(tmp_path, "[axes]\nseed = [0, 1]\n", steps=8)
+    run_sweep(first, out, progress=False, threads=1)
+    stored = (out / "sweep.toml").read_bytes()
+    mtimes = {p.name: paths(p).metrics.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    longer = spec(tmp_path, "[axes]\nseed = [0, 1]\n", steps=12, name="longer.toml")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sweep", str(longer), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith("icl-lab sweep: error: ") and "train.steps (stored 8, wanted 12)" in err[0]
+    assert "seed=0" in err[0] and "1 other run(s)" in err[0]
+    with pytest.raises(ConfigError, match="train.steps"):
+        run_sweep(longer, out, progress=False, threads=1)
+    assert (out / "sweep.toml").read_bytes() == stored
+    assert {p.name: paths(p).metrics.stat().st_mtime_ns for p in (out / "runs").iterdir()} == mtimes
+    # a grid that only grows keeps its finished members and trains the new one
+    wider = spec(tmp_path, "[axes]\nseed = [0, 1, 2]\n", steps=8, name="wider.toml")
+    table = run_sweep(wider, out, progress=False, threads=1)
+    assert set(table["status"]) == {"done"} and table.height == 3
+    assert {n: paths(out / "runs" / n).metrics.stat().st_mtime_ns for n in mtimes} == mtimes
+    assert (out / "sweep.toml").read_text() == wider.read_text()

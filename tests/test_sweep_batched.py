@@ -1,6 +1,6 @@
 """Sweeps with the batched executor: members trained in groups equal the local executor's runs,
-incompatible and resuming members train alone, groups respect --group-size, a failed group does
-not fail its innocent members, reruns skip finished members."""
+incompatible members train alone, a group stopped together resumes together, groups respect
+--group-size, a failed group does not fail its innocent members, reruns skip finished members."""
 
 import dataclasses
 
@@ -11,8 +11,8 @@ from icl_lab.batched import partition, train_group
 from icl_lab.cli import main
 from icl_lab.config import ConfigError
 from icl_lab.store import intact_state_steps, load_run, paths, read_status, read_summary
-from icl_lab.sweep import SweepInterrupted, load_sweep, run_sweep
-from icl_lab.sweep_batched import grouped_jobs, run_group
+from icl_lab.grid_policy import GridPlan, WantedRun
+from icl_lab.sweep import SweepInterrupted, SweepPaths, load_sweep, run_batch, run_sweep, sweep_jobs
 from interventions import Intervention
 from test_batched import ATOL, RTOL, metric_table
 from test_resume import crash_at_evaluation
@@ -86,7 +86,7 @@ def test_group_size_caps_the_groups_and_a_rerun_skips_finished_members(tmp_path)
     assert {n: paths(out / "runs" / n).metrics.stat().st_mtime_ns for n in names} == mtimes
 
 
-def test_a_stopped_group_resumes_its_members_alone(tmp_path, monkeypatch):
+def test_a_stopped_group_resumes_as_a_group_from_its_checkpoints(tmp_path, monkeypatch):
     path = spec(tmp_path, "[axes]\nseed = [0, 1]\n", steps=12, checkpoint_every=4)
     out = tmp_path / "out"
     with monkeypatch.context() as m:
@@ -107,18 +107,25 @@ def test_a_stopped_group_resumes_its_members_alone(tmp_path, monkeypatch):
             run_sweep(path, out, executor="batched", progress=False, threads=1)
     names = [run.name for run in load_sweep(path)[0]]
     assert {n: read_status(out / "runs" / n)["state"] for n in names} == dict.fromkeys(names, "stopped")
+    # the stopped member says which command continues it: the sweep, not `icl-lab resume`
+    advice = read_status(out / "runs" / names[0])["error"]
+    assert f"icl-lab sweep {path} --out {out} --executor batched" in advice and "icl-lab resume" not in advice
     stopped_at = {n: intact_state_steps(out / "runs" / n)[0][-1] for n in names}
     assert all(0 < step < 8 for step in stopped_at.values()), stopped_at
     kept = {n: paths(out / "runs" / n).weights(step) for n, step in stopped_at.items()}
     kept = {n: (f.stat().st_mtime_ns, f.read_bytes()) for n, f in kept.items()}
     table = run_sweep(path, out, executor="batched", progress=False, threads=1)
     assert set(table["status"]) == {"done"}
-    for name, step in stopped_at.items():  # each resumed alone from that checkpoint, not started afresh
+    for name, step in stopped_at.items():  # resumed from that checkpoint, not started afresh, and together
         weights = paths(out / "runs" / name).weights(step)
         assert (weights.stat().st_mtime_ns, weights.read_bytes()) == kept[name]
-        assert read_summary(out / "runs" / name).get("group") is None
+        assert read_summary(out / "runs" / name)["group"] == {"size": 2, "members": names}
     run_sweep(path, tmp_path / "local", progress=False, threads=1)
     assert_same_runs(out, tmp_path / "local", names)
+    # and the group, stopped and resumed, is the group trained without a stop
+    run_sweep(path, tmp_path / "whole", executor="batched", progress=False, threads=1)
+    for name in names:
+        assert load_run(out / "runs" / name).metrics.equals(load_run(tmp_path / "whole" / "runs" / name).metrics), name
 
 
 def test_a_failing_member_fails_alone_and_its_group_finishes(tmp_path, capfd):
@@ -130,17 +137,25 @@ def test_a_failing_member_fails_alone_and_its_group_finishes(tmp_path, capfd):
     assert "failed (NonFiniteLoss" in capfd.readouterr().err
 
 
-def test_resuming_members_train_alone_and_groups_come_first(tmp_path):
-    path = spec(tmp_path, '[axes]\nseed = [0, 1, 2]\ncondition = ["none", "running"]\n' + CONDITIONS)
+def test_resuming_members_group_only_with_members_resuming_from_the_same_step(tmp_path):
+    path = spec(tmp_path, '[axes]\nseed = [0, 1, 2, 3]\ncondition = ["none", "running"]\n' + CONDITIONS)
     runs, _ = load_sweep(path)
-    from icl_lab.sweep import SweepPaths
-
-    todo = [(run, run.name == "seed=0-condition=none") for run in runs]  # the first one resumes
-    jobs = grouped_jobs(todo, SweepPaths(tmp_path / "out"), group_size=None)
-    assert [job.size for job in jobs] == [2, 1, 1, 1, 1]
-    assert jobs[0].call.func is run_group and [r.name for r in jobs[0].call.args[0]] == ["seed=1-condition=none", "seed=2-condition=none"]
-    resumed = [job.call for job in jobs if job.call.keywords.get("resume")]
-    assert [call.args[0].name for call in resumed] == ["seed=0-condition=none"]
+    layout = SweepPaths(tmp_path / "out")
+    wanted = {run.name: WantedRun(layout.run(run.name), run.run_config()) for run in runs}
+    resumes = {"seed=0-condition=none": 4, "seed=1-condition=none": 4, "seed=2-condition=none": 8, "seed=0-condition=running": 4}
+    plan = GridPlan(resumed=[(wanted[name], step) for name, step in resumes.items()],
+                    new=[w for name, w in wanted.items() if name not in resumes])
+    jobs = sweep_jobs(plan.batches(64), {w.run_dir: run for run, w in zip(runs, wanted.values())}, "icl-lab sweep s.toml --out out")
+    assert all(job.call.func is run_batch for job in jobs)
+    batches = [(job.call.args[0].resume, [m.name for m in job.call.args[1]]) for job in jobs]
+    # largest first; running_mean clamps never share a group; resumed members only with the same step
+    assert batches[0] == (True, ["seed=0-condition=none", "seed=1-condition=none"])
+    assert sorted(batches[1:], key=str) == sorted([
+        (True, ["seed=2-condition=none"]), (True, ["seed=0-condition=running"]), (False, ["seed=3-condition=none"]),
+        (False, ["seed=1-condition=running"]), (False, ["seed=2-condition=running"]), (False, ["seed=3-condition=running"]),
+    ], key=str)
+    assert [job.size for job in jobs] == [2, 1, 1, 1, 1, 1, 1]
+    assert [b.size for b in plan.batches(group_size=1)] == [1] * 8  # group size 1: each alone
 
 
 def test_partition_follows_the_rules_train_group_checks(tmp_path, tiny_run_config):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 from pathlib import Path
 
 from icl_lab.cli.arguments import THREADS_HELP, UsageError, check_output_folder, comma_list, count, cpu_threads, device, names, seed, threads
@@ -81,6 +82,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def continue_command(args: argparse.Namespace, out: Path) -> str:
+    """This experiment's command line with the options that choose its runs: running it again
+    keeps the finished runs and resumes the stopped ones (their status.json names it)."""
+    words = ["icl-lab", "experiment", args.name, "--out", str(out), "--seeds", ",".join(map(str, args.seeds))]
+    chosen = {"--steps": args.steps, "--device": None if args.device == "auto" else args.device, "--preset": args.preset,
+              "--conditions": ",".join(args.conditions) if args.conditions else None, "--group-size": args.group_size, "--llc-from": args.llc_from}
+    words += [word for flag, value in chosen.items() if value is not None for word in (flag, str(value))]
+    words += [word for key, values in (args.grid or []) for word in ("--grid", f"{key}={','.join(map(str, values))}")]
+    words += [word for item in args.sets for word in ("--set", item)]
+    return shlex.join(words)
+
+
 def run(args: argparse.Namespace) -> int:
     out = check_output_folder("--out", Path(args.out or f"runs/{args.name}"))
     overrides = {**parse_sets(args.sets), "device": args.device}
@@ -94,7 +107,9 @@ def run(args: argparse.Namespace) -> int:
             takers = [name for name, accepted in OPTIONS.items() if option in accepted]
             raise UsageError(f"{FLAGS[option]} applies to {', '.join(takers)}, not {args.name}")
     runner = importlib.import_module(RUNNERS[args.name])
-    with cpu_threads(args.threads, None):
+    from icl_lab.lifecycle import continued_by
+
+    with cpu_threads(args.threads, None), continued_by(continue_command(args, out)):
         table = runner.run_experiment(out, args.seeds, steps=args.steps, progress=not args.no_progress, overrides=overrides, **options)
     print(runner.markdown(table))
     if hasattr(runner, "report"):  # e.g. the grid's wall time

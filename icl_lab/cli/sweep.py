@@ -13,7 +13,9 @@ from icl_lab.cli.arguments import UsageError, check_output_folder, count, thread
 
 
 HELP = "run a grid of runs from a TOML file, in parallel, resumable"
-DESCRIPTION = "Expand a sweep file (base run, axes, conditions, ablations) to a grid of runs; finished runs are kept, failures recorded; results in OUT/sweep.parquet. Exit code 1 when a run failed."
+DESCRIPTION = ("Expand a sweep file (base run, axes, conditions, ablations) to a grid of runs; finished runs are kept, stopped ones "
+               "resumed, failures recorded; a file whose runs differ from those already in --out is refused; results in "
+               "OUT/sweep.parquet. Exit code 1 when a run failed.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=threads, default=None, metavar="N",
                         help="torch CPU threads of each run or group (1..cores); default: the cores split between the "
                         "workers (OMP_NUM_THREADS, when set, in place of the cores). Recorded in each run's config.json")
-    parser.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    parser.add_argument("--retry-failed", action="store_true", help="continue the runs recorded as failed (from their newest intact checkpoint, else from the start)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

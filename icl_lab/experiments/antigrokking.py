@@ -15,9 +15,9 @@ from pathlib import Path
 
 import polars as pl
 
+from icl_lab.experiments.grid import run_grid
 from icl_lab.presets import PRESETS
-from icl_lab.store import load_run, run_state
-from icl_lab.train import train
+from icl_lab.store import load_run
 
 GAIN = 0.05
 DROP = 0.03
@@ -64,20 +64,19 @@ def phases(wide: pl.DataFrame) -> dict:
 
 def run_experiment(out: str | Path, seeds: list[int], steps: int | None = None, weight_decays=(0.0, 0.01),
                    progress: bool = True, overrides: dict | None = None) -> pl.DataFrame:
-    """Train digits/cpu for every (weight decay, seed) (finished runs are kept) and tabulate."""
+    """Train digits/cpu for every (weight decay, seed) (finished runs are kept, stopped ones resumed) and tabulate."""
     out = Path(out)
     base = PRESETS["digits"]["cpu"].config.with_overrides(overrides or {})
     if steps is not None:
         base = base.with_overrides({"train.steps": steps})
+    grid = [(wd, seed, out / f"wd{wd:g}-seed{seed}") for wd in weight_decays for seed in seeds]
+    # one run at a time: the grid policy keeps finished runs and resumes stopped ones
+    run_grid([(run_dir, base.with_overrides({"train.weight_decay": wd, "seed": seed})) for wd, seed, run_dir in grid],
+             group_size=1, progress=progress)
     rows = []
-    for wd in weight_decays:
-        for seed in seeds:
-            run_dir = out / f"wd{wd:g}-seed{seed}"
-            config = base.with_overrides({"train.weight_decay": wd, "seed": seed})
-            if run_state(run_dir) != "done":
-                train(config, run_dir, progress=progress, overwrite=True)
-            run = load_run(run_dir)
-            rows.append({"weight_decay": wd, "seed": seed, **phases(run.wide()), "run": str(run_dir)})
+    for wd, seed, run_dir in grid:
+        run = load_run(run_dir)
+        rows.append({"weight_decay": wd, "seed": seed, **phases(run.wide()), "run": str(run_dir)})
     table = pl.DataFrame(rows)
     table.write_parquet(out / "anti_grokking.parquet")
     return table

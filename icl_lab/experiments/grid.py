@@ -2,13 +2,14 @@
 
     timing = run_grid([(out / "K256-B1-seed0", config), ...], group_size=None)
 
-Finished runs are kept (an experiment run again picks up where it stopped; a stored run
-whose config is not the one asked for is refused, never mixed in); a run that was
-started and stopped (killed, Ctrl-C, failed) resumes alone from its newest checkpoint, exactly
-as `icl-lab resume` would; every other run is new, and new runs that can share a batched pass
-(`icl_lab.batched.partition`: same model shapes, steps, batch size, device) are trained
-together by `train_group`, at most `group_size` at a time. `group_size=1` trains them one by
-one with `train`, the way a plain loop over the grid would (the wall-time baseline).
+What happens to each run is the grid policy's (icl_lab/grid_policy.py), the sweeps' too:
+finished runs are kept (an experiment run again picks up where it stopped); a stored run whose
+config is not the one asked for is refused, never mixed in; a run that was started and stopped
+(killed, Ctrl-C, failed) resumes from its newest checkpoint, exactly; every other run is new.
+Runs that can share a batched pass (`icl_lab.batched.partition`: same model shapes, steps,
+batch size, device) train together by `train_group`, at most `group_size` at a time, the
+resumed ones with those resuming from the same step. `group_size=1` trains them one by one with
+`train`, the way a plain loop over the grid would (the wall-time baseline).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from icl_lab.config import ConfigError
+from icl_lab.grid_policy import WantedRun, plan_grid, train_batch
 from icl_lab.run_config import RunConfig
-from icl_lab.store import run_state
+from icl_lab.store import RunLocked
 
 
 @dataclass
@@ -38,47 +40,23 @@ class GridTiming:
         return dict(self.__dict__)
 
 
-def check_same_config(out: Path, config: RunConfig) -> None:
-    """A run kept or resumed must be the run the grid asks for (not an older version of it)."""
-    from icl_lab.checkpoints import run_config_of
-
-    stored, wanted = run_config_of(out).to_dict(), config.to_dict()
-    if stored != wanted:
-        differ = ", ".join(k for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k))
-        raise ConfigError(
-            f"{out} holds a run with another config (it differs in {differ}); the experiment would "
-            "mix it into its table. Move or delete it, or give another --out"
-        )
-
-
 def run_grid(runs: list[tuple[Path, RunConfig]], group_size: int | None = None, progress: bool = False) -> GridTiming:
-    from icl_lab.batched import partition, train_group
-    from icl_lab.train import train
-
-    if group_size is not None and group_size < 1:
-        raise ValueError(f"group_size must be a positive number of runs, got {group_size}")
+    """Train what the grid policy says of `runs` (ConfigError, before any work, for a stored
+    run with another config; RunLocked for a run another live process writes)."""
+    if group_size is not None and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1):
+        raise ConfigError(f"group_size must be a positive number of runs, got {group_size!r}")
     timing = GridTiming(group_size=group_size)
     start = time.perf_counter()
-    new: list[tuple[Path, RunConfig]] = []
-    for out, config in runs:
-        state = run_state(out)
-        if state != "missing":
-            check_same_config(out, config)
-        if state == "done":
-            timing.kept += 1
-        elif state == "missing":
-            new.append((out, config))
-        else:  # started before: continue it alone (exact resume)
-            train(config, out, progress=progress, resume=True)
-            timing.resumed += 1
-    groups = [[i] for i in range(len(new))] if group_size == 1 else partition([c for _, c in new], group_size)
-    for group in groups:
-        if len(group) == 1:  # alone (also what partition gives an unbatchable run)
-            train(new[group[0]][1], new[group[0]][0], progress=progress)
-        else:
-            train_group([new[i][1] for i in group], [new[i][0] for i in group], progress=progress)
-            timing.groups += 1
-    timing.trained = len(new)
+    plan = plan_grid([WantedRun(Path(out), config) for out, config in runs], retry_failed=True)
+    if plan.locked:
+        run, holder = plan.locked[0]
+        raise RunLocked(f"run {run.run_dir} is being written by {holder}; wait for it or give another --out")
+    if plan.resuming_line():
+        print(plan.resuming_line(), flush=True)
+    for batch in plan.batches(group_size):
+        train_batch(batch, progress=progress, verb="experiment")
+        timing.groups += batch.size > 1
+    timing.kept, timing.resumed, timing.trained = len(plan.kept), len(plan.resumed), len(plan.new)
     timing.wall_seconds = time.perf_counter() - start
     return timing
 

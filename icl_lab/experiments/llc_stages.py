@@ -148,12 +148,12 @@ def run_experiment(
     """Train every condition over seeds, measure the LLC on their checkpoints (in `workers`
     processes, one thread each; finished measurements are kept), tabulate and draw."""
     from icl_lab.llc import require_devinterp
-    from icl_lab.experiments.singh import check_interventions
+    from icl_lab.intervention_check import check_interventions
 
     require_devinterp()
     out = Path(out)
     configs = plan(preset, conditions, steps, overrides)
-    check_interventions(configs)
+    check_interventions((f"condition {name!r}", config) for name, config in configs.items())
     runs = [(run_dir_of(out, c, seed), config.with_overrides({"seed": seed})) for c, config in configs.items() for seed in seeds]
     run_grid(runs, group_size, progress)
     device = next(iter(configs.values())).device

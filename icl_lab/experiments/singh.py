@@ -54,6 +54,7 @@ import polars as pl
 
 from icl_lab.config import ConfigError, did_you_mean
 from icl_lab.experiments.grid import mean_sd, run_grid
+from icl_lab.intervention_check import check_interventions
 from icl_lab.phases import Reading
 from icl_lab.presets import get_preset
 from icl_lab.run_config import RunConfig
@@ -214,22 +215,6 @@ def plan(
     return base, configs, {c: table[c] for c in order}
 
 
-def check_interventions(configs: dict[str, RunConfig]) -> None:
-    """Validate each condition's specs against its model (ConfigError names the problem)."""
-    from icl_lab.models import build_model
-    from icl_lab.tasks import make_task
-    from interventions import InterventionEngine
-
-    for name, config in configs.items():
-        if config.interventions:
-            task = make_task(config.task, config.task_config, seed=0, device="cpu")
-            model = build_model(config.model, task.io, seed=0, device="cpu")
-            try:
-                InterventionEngine(model, task, config.interventions).close()
-            except ConfigError as err:
-                raise ConfigError(f"condition {name!r}: {err}") from None
-
-
 def run_dir_of(out: Path, condition: str, seed: int) -> Path:
     return out / f"{condition}-seed{seed}"
 
@@ -248,7 +233,7 @@ def run_experiment(
     `group_size=1`: one at a time), then tabulate. Finished runs are kept, stopped ones resumed."""
     out = Path(out)
     base, configs, table = plan(preset, conditions, steps, overrides)
-    check_interventions(configs)
+    check_interventions((f"condition {name!r}", config) for name, config in configs.items())
     later = [c for c in configs if c == "learned_head"]  # needs the finished `none` runs
     for batch in ([c for c in configs if c not in later], later):
         runs = []

@@ -15,6 +15,7 @@ from icl_lab.checkpoints import run_config_of
 from icl_lab.config import ConfigError
 from icl_lab.provenance import provenance_record
 from icl_lab.run_config import RunConfig
+from icl_lab.stored_config import check_stored_config
 from icl_lab.store import RunError, TrainingState, atomic_write_json, intact_state_steps, paths, read_config
 from icl_lab.train.engine_state import restore_engine_state
 
@@ -46,11 +47,7 @@ def resumable_step(out: Path, config: RunConfig) -> int:
     stored config. A run stopped before its first complete checkpoint gives -1 (it starts
     again from step 0, which is exact too); one whose checkpoints are all unreadable is
     refused. Each newer checkpoint skipped is reported on stderr with the reason."""
-    stored = run_config_of(out)
-    if stored.to_dict() != config.to_dict():
-        a, b = stored.to_dict(), config.to_dict()
-        diff = [k for k in a if a[k] != b.get(k)]
-        raise ConfigError(f"cannot resume {out}: its stored config differs in {', '.join(diff)}")
+    check_stored_config(out, run_config_of(out).to_dict(), config.to_dict(), doing="cannot resume it with this config")
     steps, skipped = intact_state_steps(out)
     newest = steps[-1] if steps else -1
     for line in skipped:
