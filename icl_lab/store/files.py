@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from icl_lab.store import manifest
+import icl_lab.store.manifest as manifest
 from icl_lab.store.layout import METRICS_SCHEMA, STATES, RunError, paths
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from icl_lab.store import manifest
+import icl_lab.store.manifest as manifest
 from icl_lab.store.files import atomic_write, atomic_write_json, checkpoint_steps, is_run_dir, load_metrics, metrics_frame
 from icl_lab.store.layout import STATES, RunError, paths
 from icl_lab.store.lock import RunLock, check_run
