@@ -84,7 +84,7 @@ def time_pages(root: Path) -> dict[str, float]:
     timed("Phase changes, every run", lambda: at.sidebar.multiselect(key="selected").set_value(every).run(), times)
     timed("  same, mean ± sd bands over seeds", lambda: at.checkbox(key="bands").check().run(), times)
     for page in PAGES[2:]:
-        timed(page, lambda: at.sidebar.radio(key="page").set_value(page).run(), times)
+        timed(page, lambda: at.sidebar.radio(key="page").set_value(page).run(), times)  # noqa: B023  (called at once)
         assert not at.exception and not at.error, (page, at.exception, [e.value for e in at.error])
     timed("  Sweeps, another cell compared", lambda: at.sidebar.radio(key="page").set_value("Sweeps").run()
           and at.selectbox(key="sweep-cell").set_value(at.selectbox(key="sweep-cell").options[-1]).run()

@@ -75,9 +75,9 @@ def main() -> None:
               f"{'ratio':>6} {'group wall / one run':>21}")
         for m in sizes:
             configs = member_configs(args.preset, args.steps, m, device)
-            group = timed(lambda: train_group(configs, [root / f"g{m}_{i}" for i in range(m)]))
+            group = timed(lambda: train_group(configs, [root / f"g{m}_{i}" for i in range(m)]))  # noqa: B023  (called at once)
             if one_run is None:
-                alone = timed(lambda: [train(c, root / f"s{m}_{i}", progress=False) for i, c in enumerate(configs)])
+                alone = timed(lambda: [train(c, root / f"s{m}_{i}", progress=False) for i, c in enumerate(configs)])  # noqa: B023  (called at once)
             else:
                 alone = m * one_run
             rate_group, rate_alone = m * args.steps / group, m * args.steps / alone

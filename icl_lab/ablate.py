@@ -19,6 +19,11 @@ LD = logit[clean target] − logit[corrupted target], averaged over sequences,
 is 1 when that component alone carries the clean answer and 0 when it carries none of it.
 The bursty task's corrupted twin relabels each sequence (every label shifted by s ≠ 0).
 
+Both scans measure the model the run's curves measured: the run's own evaluation-time clamps
+(interventions with apply = train_and_eval or eval) stay on, in their state at that checkpoint,
+as `icl-lab measure` and `load_run(...).model(step)` have them; the scanned component's
+intervention acts after them.
+
 Tables: RUN/ablations/<over>_<kind>_step<N>.parquet and RUN/ablations/patch_<over>_step<N>.parquet
 with columns layer, component, metric, value, baseline, delta.
 """
@@ -30,7 +35,8 @@ from pathlib import Path
 import polars as pl
 import torch
 
-from icl_lab.checkpoints import load_model, resolve_step
+from icl_lab.checkpoints import resolve_step
+from icl_lab.loaded_run import load_run
 from icl_lab.config import ConfigError
 from icl_lab.measures import evaluate
 from icl_lab.store import RunLock, write_ablation_table
@@ -73,7 +79,12 @@ def ablation_scan(
 
 
 def _ablation_table(run_dir: Path, step: int, kind: str, over: str, metrics: list[str] | None, device: str) -> pl.DataFrame:
-    model, task, config = load_model(run_dir, step, device=device)
+    run = load_run(run_dir)
+    with run.model(step, device=device) as loaded:  # the run's eval-time clamps on
+        return _ablation_rows(run_dir, step, kind, over, metrics, loaded.model, loaded.task, run.config)
+
+
+def _ablation_rows(run_dir: Path, step: int, kind: str, over: str, metrics: list[str] | None, model, task, config) -> pl.DataFrame:
     batches = task.eval_sets()
     measures = [m for m in config.measures if m != "llc"]  # seconds of SGLD per evaluation: not per ablation
     baseline = {k: float(v) for k, v in evaluate(model, task, batches, measures).items()}
@@ -109,7 +120,11 @@ def patching_scan(run_dir: str | Path, step: int = -1, over: str = "heads", devi
 
 
 def _patching_table(run_dir: Path, step: int, over: str, device: str, seed: int) -> pl.DataFrame:
-    model, task, _ = load_model(run_dir, step, device=device)
+    with load_run(run_dir).model(step, device=device) as loaded:  # the run's eval-time clamps on
+        return _patching_rows(run_dir, step, over, seed, loaded.model, loaded.task)
+
+
+def _patching_rows(run_dir: Path, step: int, over: str, seed: int, model, task) -> pl.DataFrame:
     if not isinstance(task, CorruptedTwin):
         raise ConfigError(f"task {task.name!r} defines no corrupted twin for patching")
     clean = task.eval_sets()[task.eval_set_names[0]]

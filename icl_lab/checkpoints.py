@@ -96,11 +96,9 @@ def clamps_at_checkpoint(engine, run_dir: str | Path, step: int, phase: str = "e
     """Put `engine` in the state it had at checkpoint `step` of the run: running-mean targets
     and call counts as stored with it (none stored: cleared), switched to (step, phase), so the
     clamps act on the restored model as they did live (`icl-lab measure`, `load_run`)."""
-    from icl_lab.train.engine_state import restore_engine_state
-
     state = load_training_state(run_dir, step)
     if state is not None:
-        restore_engine_state(engine, state)
+        engine.load_state_dict({"intervention_calls": state.intervention_calls, "intervention_running": state.intervention_running})
     else:
         engine.set_running_means({})
     engine.set_step(step, phase)

@@ -7,7 +7,8 @@
 `start` checks the directory (only a run the lab wrote is ever replaced), takes the run's
 lock, records the config and marks the run running; `resume` takes the lock of an existing
 run. Leaving the block by an exception flushes the metrics and marks the run failed with the
-traceback; Ctrl-C (KeyboardInterrupt) marks it stopped, which is resumable; either way the
+traceback (the exception gets `failed_run`, the run's directory: the command line reports it in
+one line, exit code 1); Ctrl-C (KeyboardInterrupt) marks it stopped, which is resumable; either way the
 lock is released and the exception propagates.
 
 A stopped run's status.json says how to continue it: `icl-lab resume RUN` by default; a
@@ -62,11 +63,11 @@ class RunLifecycle:
         self.advice = continue_advice(writer.dir, writer.lock.verb)  # read now: the block may end outside the context
 
     @classmethod
-    def start(cls, out: str | Path, record: dict[str, Any], *, verb: str, overwrite: bool = False) -> "RunLifecycle":
+    def start(cls, out: str | Path, record: dict[str, Any], *, verb: str, overwrite: bool = False) -> RunLifecycle:
         return cls(RunWriter.create(out, record, verb=verb, overwrite=overwrite))
 
     @classmethod
-    def resume(cls, out: str | Path, *, verb: str) -> "RunLifecycle":
+    def resume(cls, out: str | Path, *, verb: str) -> RunLifecycle:
         return cls(RunWriter.reopen(out, verb=verb))
 
     @property
@@ -79,7 +80,7 @@ class RunLifecycle:
         self.writer.set_status("done", wall_seconds=self.wall_seconds, **status)
         self.finished = True
 
-    def __enter__(self) -> "RunLifecycle":
+    def __enter__(self) -> RunLifecycle:
         return self
 
     def __exit__(self, kind, err, tb) -> None:
@@ -92,5 +93,6 @@ class RunLifecycle:
                 else:
                     self.writer.set_status("failed", error="".join(traceback.format_exception(kind, err, tb)),
                                            wall_seconds=self.wall_seconds)
+                    err.failed_run = self.writer.dir  # the CLI says so in one line; status.json keeps the traceback
         finally:
             self.writer.close()

@@ -37,7 +37,7 @@ class CheckpointModel:
         if self.engine is not None:
             self.engine.close()
 
-    def __enter__(self) -> "CheckpointModel":
+    def __enter__(self) -> CheckpointModel:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -172,7 +172,7 @@ class LabModel(HookedLabModel, nn.Module):
             return state
         return {k: v.detach().contiguous() for k, v in state.items()}
 
-    def __deepcopy__(self, memo: dict) -> "LabModel":
+    def __deepcopy__(self, memo: dict) -> LabModel:
         """A new model with these weights, its train/eval mode, and no hooks or callbacks.
 
         Rebuilt from the config rather than copied attribute by attribute: TL4's bridge wires

@@ -94,7 +94,7 @@ class Reading:
             return values
         return np.minimum(values, self.plateau) if self.direction == "down" else np.maximum(values, self.plateau)
 
-    def find(self, steps, values) -> "Transition":
+    def find(self, steps, values) -> Transition:
         return find_transition(steps, self.clip(values), direction=self.direction, ceiling=self.ceiling)
 
 

@@ -66,7 +66,7 @@ class RunConfig:
         return to_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """The config of `to_dict`, or of a run's config.json: the keys a run records beside its
         config (provenance.RECORD_KEYS: device, versions, git commit, creation time, extensions)
         are read past; any other unknown key is refused, naming the valid ones."""
@@ -102,7 +102,7 @@ class RunConfig:
         keys += ["measures", "track", "seed", "device"]
         return keys
 
-    def with_overrides(self, overrides: dict[str, Any]) -> "RunConfig":
+    def with_overrides(self, overrides: dict[str, Any]) -> RunConfig:
         """Apply `key=value` edits. Keys are `task.K`, `model.K`, `train.K`, a top-level field,
         or a bare field name that exists in exactly one section."""
         config = self
@@ -110,7 +110,7 @@ class RunConfig:
             config = config._set(key, value)
         return config
 
-    def _set(self, key: str, value: Any) -> "RunConfig":
+    def _set(self, key: str, value: Any) -> RunConfig:
         sections = {"task": "task_config", "model": "model", "train": "train", "llc": "llc"}
         head, _, rest = key.partition(".")
         if rest and head in sections:

@@ -136,6 +136,7 @@ def texts(elements) -> str:
     return " ".join(str(e.value) for e in elements)
 
 
+@pytest.mark.slow
 def test_runs_page_lists_every_run_and_explains_the_odd_ones(store):
     at = app(store)
     frame = at.dataframe[0].value
@@ -366,6 +367,7 @@ def test_ablations_page_shows_the_head_heatmap(store):
     assert not at.exception and "patched in" in charts(at)[0] and '"pos8"' in charts(at)[0]
 
 
+@pytest.mark.slow
 def test_attention_page_draws_every_head(store):
     at = app(store, "Attention patterns")
     at.selectbox(key="att-run").set_value("clamped-s0").run()
@@ -424,6 +426,7 @@ def test_a_heads_pattern_at_any_checkpoint_and_example(store):
     assert "L0H1 at step 6, example 5" in charts(at)[1]
 
 
+@pytest.mark.slow
 def test_attention_rows_are_labelled_and_the_example_index_is_bounded(store):
     at = app(store, "Attention patterns")
     at.selectbox(key="att-run").set_value("plain-s0").run()
@@ -474,6 +477,7 @@ def head_curves(at, name: str):
     return lines, sorted({int(s) for f in rules for s in f["step"]})
 
 
+@pytest.mark.slow
 def test_each_heads_scores_over_training_are_drawn_beside_its_pattern(store):
     import polars as pl
 
@@ -497,6 +501,7 @@ def test_each_heads_scores_over_training_are_drawn_beside_its_pattern(store):
     assert "No induction_score.L0H0 or previous_token_score.L0H0 in grok's metrics." in texts(at.caption)
 
 
+@pytest.mark.slow
 def test_two_runs_side_by_side_plain_beside_clamped(store):
     at = app(store, "Attention patterns")
     at.selectbox(key="att-run").set_value("plain-s0").run()

@@ -115,6 +115,7 @@ class Page:
         return last
 
 
+@pytest.mark.slow
 def test_every_page_renders_in_a_real_browser(tmp_path):
     store = tmp_path / "runs"
     make_store(store)

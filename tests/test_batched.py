@@ -35,6 +35,7 @@ def metric_table(run_dir):
     return frame["step"].to_list(), frame["metric"].to_list(), frame["value"].to_numpy()
 
 
+@pytest.mark.slow
 def test_each_member_equals_its_single_run(tmp_path, tiny_run_config):
     configs = group_configs(tiny_run_config)
     grouped = train_group(configs, [tmp_path / f"member{i}" for i in range(len(configs))])

@@ -183,6 +183,7 @@ print(json.dumps(results))
 '''
 
 
+@pytest.mark.slow
 def test_help_presets_and_refusals_do_not_import_transformer_lens(tmp_path):
     import json
     import subprocess

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import interrupt_training_at, tree_digest
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -65,20 +66,6 @@ class RunsCode:
         return (Path.touch, (SENTINEL,))
 
 
-def tree_digest(root: Path) -> dict[str, str]:
-    """Every path under root -> its kind and contents (bytes' sha256, a link's target)."""
-    out = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if path.is_symlink():
-            out[rel] = f"link:{os.readlink(path)}"
-        elif path.is_dir():
-            out[rel] = "dir"
-        else:
-            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
     return make_pristine(tmp_path_factory.mktemp("pristine"))
@@ -93,19 +80,8 @@ def make_pristine(root: Path) -> dict[str, Path]:
         train=TrainConfig(steps=12, batch_size=16, eval_every=4, checkpoint_every=5),
     )
     train(config, root / "done", progress=False)
-    from icl_lab.models import LabModel
-
-    original, calls = LabModel.forward_batch, {"n": 0}
-
-    def interrupted(self, batch):
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 8:
-                raise KeyboardInterrupt
-        return original(self, batch)
-
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(LabModel, "forward_batch", interrupted)
+        interrupt_training_at(m, 8)
         with pytest.raises(KeyboardInterrupt):
             train(config, root / "stopped", progress=False)
     return {"done": root / "done", "stopped": root / "stopped"}
@@ -260,6 +236,37 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=False, databas
 @given(data=st.data())
 def test_every_damaged_run_is_refused_in_one_line_or_handled(verb, pristine, data):
     check_verb(verb, pristine, data)
+
+
+APP = Path(__file__).resolve().parent.parent / "apps" / "explore.py"
+APP_PAGES = ("Runs", "Phase changes", "Ablations", "Attention patterns")
+
+
+@pytest.mark.slow
+@FUZZ
+@given(data=st.data())
+def test_the_explorer_shows_a_damaged_run_without_an_exception(pristine, data):
+    """The app over a store holding one damaged run beside a healthy one: every page draws
+    (the damaged run listed as corrupt where a file could not be read), no exception."""
+    from streamlit.testing.v1 import AppTest
+
+    which = data.draw(st.sampled_from(sorted(pristine)), label="run")
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        shutil.copytree(pristine["done"], root / "healthy", symlinks=True)
+        run = root / "damaged"
+        shutil.copytree(pristine[which], run, symlinks=True)
+        files = sorted(p for p in run.rglob("*") if p.is_file() and not p.is_symlink())
+        target = data.draw(st.sampled_from(files), label="file")
+        label = damage(run, target, data.draw(st.sampled_from(kinds_for(target)), label="damage"), data.draw)
+        SENTINEL.unlink(missing_ok=True)
+        at = AppTest.from_file(str(APP), default_timeout=120)
+        at.session_state["root"] = str(root)
+        at.run()
+        for page in APP_PAGES:
+            at.sidebar.radio(key="page").set_value(page).run()
+            assert not at.exception, f"{which} run, {label}: the {page} page raised {at.exception}"
+        assert not SENTINEL.exists(), f"{which} run, {label}: a pickle was unpickled"
 
 
 class _RandomDraws:

@@ -24,6 +24,7 @@ def test_the_script_parses_and_is_strict():
     assert "set -euo pipefail" in SCRIPT.read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_without_cuda_it_says_so_and_exits_1(tmp_path):
     done = run_script({"GPU_CHECK_OUT": str(tmp_path)}, timeout=120)
@@ -46,4 +47,4 @@ def test_every_command_runs_on_cpu_in_quick_mode(tmp_path):
     for log in ("tests", "batched", "trainer", "nanda"):
         assert (tmp_path / f"{log}.log").stat().st_size > 0
     nanda = load_run(tmp_path / "nanda")
-    assert nanda.status["state"] == "done" and nanda.config["preset"] == "nanda" and nanda.config["train"]["steps"] == 20
+    assert nanda.status["state"] == "done" and nanda.config.preset == "nanda" and nanda.config.train.steps == 20

@@ -79,6 +79,7 @@ def reduced_rank_regression_lc(m: int, h: int, n: int) -> float:
     return (2 * m * n + 2 * h * n + 2 * m * h - m * m - n * n - h * h + (m + h + n) % 2) / 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_regular_model_llc_is_half_its_parameter_count(seed):
     n, d = 200, 10
@@ -98,6 +99,7 @@ def test_regular_model_llc_is_half_its_parameter_count(seed):
         assert estimate.llc == pytest.approx(exact, rel=0.15 if gamma == 0 else 0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("widths", [(5, 3, 5), (4, 3, 8)])
 def test_degenerate_deep_linear_network_llc_matches_aoyagi(widths):
     m, h, o = widths
@@ -170,6 +172,7 @@ def trained_run(trained_once, tmp_path):
     return Path(shutil.copytree(trained_once, tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_devinterp_measure_agrees_with_an_independent_minimal_sgld(trained_run):
     from icl_lab.checkpoints import load_model
     from icl_lab.posthoc import measure_run
@@ -190,6 +193,7 @@ def test_devinterp_measure_agrees_with_an_independent_minimal_sgld(trained_run):
     assert abs(ours_mean - mean) < max(3 * math.hypot(ours_se, se), 0.15 * abs(mean)), (ours_mean, ours_se, mean, se)
 
 
+@pytest.mark.slow
 def test_live_llc_equals_post_hoc_and_stages_reach_the_summary(tmp_path, tiny_run_config):
     from icl_lab.posthoc import measure_run
     from icl_lab.store import load_run

@@ -157,7 +157,7 @@ def test_mlp_model_init_scale_dtype_hooks_and_arch_checks():
     task = make_task("digits", DigitsConfig(train_size=100), seed=0, device="cpu")
     one = build_model(ModelConfig(arch="mlp", mlp_widths=(20, 10)), task.io, seed=3, device="cpu")
     eight = build_model(ModelConfig(arch="mlp", mlp_widths=(20, 10), init_scale=8.0, dtype="float64"), task.io, seed=3, device="cpu")
-    for (k, a), (_, b) in zip(one.state_dict().items(), eight.state_dict().items()):
+    for (_, a), (_, b) in zip(one.state_dict().items(), eight.state_dict().items()):
         assert b.dtype == torch.float64
         assert torch.allclose(b, 8 * a.double())
     assert one.hook_names() == ["hook_input", "hook_logits", "layers.0.hook_post", "layers.0.hook_pre", "layers.1.hook_post", "layers.1.hook_pre"]

@@ -98,6 +98,7 @@ def test_bad_model_config_is_refused():
         ModelConfig(d_model=30, n_heads=4)
 
 
+@pytest.mark.slow
 def test_importing_the_lab_patches_nothing_and_runs_install_the_speedups(tmp_path):
     """Importing icl_lab and icl_lab.models leaves the environment and TransformerLens as they
     were (checked in a fresh process); `install_speedups` (idempotent) replaces TL's

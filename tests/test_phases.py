@@ -22,7 +22,10 @@ def logistic(steps, center, width_10_90, lo=CHANCE, hi=1.0):
     return lo + (hi - lo) / (1 + np.exp(-k * (np.asarray(steps) - center)))
 
 
-def early_rise_then_flat(level, seed, steps=np.arange(0, 3050, 50)):
+STEPS = np.arange(0, 3050, 50)  # evaluation steps of the synthetic curves
+
+
+def early_rise_then_flat(level, seed, steps=STEPS):
     """A run that never learns ICL: chance at step 0, `level` (±0.02) from step 50 on."""
     rng = np.random.default_rng(seed)
     y = np.clip(level + rng.normal(0, 0.02, len(steps)), 0, 1)
@@ -212,7 +215,7 @@ def test_real_run_that_never_learns_icl_has_no_transition(tmp_path, tiny_run_con
     assert found["y_hi"] == pytest.approx(0.5, abs=0.08) and "min_closed" in found["reason"]
 
 
-def pairs_curves(drop_at, steps=np.arange(0, 3050, 50)):
+def pairs_curves(drop_at, steps=STEPS):
     """Shaped like the pairs runs (15 labels): the training loss falls from ln 15 to ln 2, sits
     there, and drops to ~0 around `drop_at` (None: never); held-out-pair accuracy creeps from
     chance 1/15 to 1/2, then rises to ~0.85 with the drop."""

@@ -55,6 +55,7 @@ def test_resume_refuses_another_config(tmp_path, tiny_run_config):
         train(tiny_run_config.with_overrides({"train.lr": 1e-2}), tmp_path / "run", progress=False, resume=True)
 
 
+@pytest.mark.slow
 def test_sigkill_then_icl_lab_resume(tmp_path, tiny_run_config):
     args = ["--steps", "400", "--seed", "2", "--device", "cpu", "--set", "task.num_classes=64", "--set", "task.num_labels=8",
             "--set", "eval_size=32", "--set", "model.d_model=16", "--set", "train.eval_every=20", "--set", "train.checkpoint_every=50", "--no-progress"]

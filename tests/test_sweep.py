@@ -77,6 +77,7 @@ def test_failing_member_is_recorded_and_the_others_finish_then_retry(tmp_path):
     assert sweep_outcome(again)[0] == 1 and dict(zip(again["run"], again["status"])) == status
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_ends_with_exactly_the_grid(tmp_path):
     path = spec(tmp_path, "[axes]\nseed = [0, 1, 2, 3, 4, 5]\n", steps=120)
     out = tmp_path / "out"
@@ -105,6 +106,7 @@ def test_sigkill_and_resume_ends_with_exactly_the_grid(tmp_path):
         assert paths(out / "runs" / name).metrics.stat().st_mtime_ns == mtime
 
 
+@pytest.mark.slow
 def test_ray_and_local_executors_give_the_same_table(tmp_path):
     ray = pytest.importorskip("ray")
     path = spec(tmp_path, "[axes]\nseed = [0, 1]\n\"train.lr\" = [0.003, 0.01]\n")
@@ -212,6 +214,7 @@ target = "induction"
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_member_written_by_a_live_process_is_reported_not_overwritten(tmp_path):
     path = spec(tmp_path, "[axes]\nseed = [0, 1]\n")
     runs, _ = load_sweep(path)
@@ -253,6 +256,7 @@ def test_member_that_fails_before_its_run_starts_is_recorded_through_the_store(t
     assert status["state"] == "failed" and "RunError" in status["error"]
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_sweep_takes_its_workers_with_it(tmp_path):
     path = spec(tmp_path, "[axes]\nseed = [0, 1, 2, 3, 4, 5]\n", steps=400)
     out = tmp_path / "out"
@@ -272,6 +276,7 @@ def test_kill_9_of_the_sweep_takes_its_workers_with_it(tmp_path):
         proc.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers, target", [(1, "process"), (2, "process"), (2, "process group")])
 def test_ctrl_c_stops_the_sweep_and_a_rerun_resumes_exactly(tmp_path, workers, target):
     # long enough that Ctrl-C lands inside a run even when the machine is busy

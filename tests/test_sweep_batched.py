@@ -45,6 +45,7 @@ def assert_same_runs(ours, theirs, names):
         np.testing.assert_allclose(values, ref_values, rtol=RTOL, atol=ATOL, err_msg=name)
 
 
+@pytest.mark.slow
 def test_batched_sweep_equals_local_and_trains_an_unbatchable_member_alone(tmp_path):
     path = spec(tmp_path, '[axes]\nseed = [0, 1]\ncondition = ["none", "induction", "running"]\n' + CONDITIONS)
     local = run_sweep(path, tmp_path / "local", progress=False, threads=1)
@@ -65,6 +66,7 @@ def test_batched_sweep_equals_local_and_trains_an_unbatchable_member_alone(tmp_p
     assert read_summary(tmp_path / "batched" / "runs" / together[1])["intervention_calls"]  # the clamp fired in the group
 
 
+@pytest.mark.slow
 def test_group_size_caps_the_groups_and_a_rerun_skips_finished_members(tmp_path):
     path = spec(tmp_path, "[axes]\nseed = [0, 1, 2, 3, 4]\n")
     out = tmp_path / "out"

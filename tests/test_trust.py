@@ -1,6 +1,5 @@
 """A run directory is safe to open, hard to destroy by accident, and has one writer at a time."""
 
-import hashlib
 import json
 import os
 import pickle
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import interrupt_training_at, tree_digest
 
 from icl_lab import load_run, train
 from icl_lab.config import ConfigError
@@ -20,22 +20,6 @@ from icl_lab.posthoc import measure_run
 from icl_lab.store import RunError, RunLock, RunLocked, intact_state_steps, load_checkpoint, paths, read_status
 from icl_lab.train import NonFiniteLoss
 from interventions import Intervention
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    """Every file under root (relative path -> sha256 of its bytes)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture
-def short_config(tiny_run_config):
-    return tiny_run_config.with_overrides({"train.steps": 12, "train.eval_every": 4, "train.checkpoint_every": 5})
-
-
-@pytest.fixture
-def done_run(tmp_path, short_config):
-    train(short_config, tmp_path / "run", progress=False)
-    return tmp_path / "run"
 
 
 class WritesAFile:
@@ -158,18 +142,7 @@ def test_lock_is_exclusive_within_one_process(done_run):
 # -- 4. exact resume, from step 0 too, with fallback -----------------------------------------
 def crash_training_at(monkeypatch, call: int):
     """The `call`-th training forward pass raises (a crash between checkpoints)."""
-    from icl_lab.models import LabModel
-
-    original, calls = LabModel.forward_batch, {"n": 0}
-
-    def flaky(self, batch):
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == call:
-                raise RuntimeError("simulated crash")
-        return original(self, batch)
-
-    monkeypatch.setattr(LabModel, "forward_batch", flaky)
+    interrupt_training_at(monkeypatch, call, RuntimeError)
 
 
 def test_resume_from_step_zero_is_exact(tmp_path, short_config, monkeypatch):
@@ -198,6 +171,7 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, short_confi
     assert read_status(tmp_path / "run")["state"] == "done"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a forked trainer")
 def test_kills_at_ten_random_moments_each_resumed_end_byte_identical(tmp_path, tiny_run_config):
     config = tiny_run_config.with_overrides({"train.steps": 150, "train.eval_every": 5, "train.checkpoint_every": 7})

@@ -3,7 +3,6 @@ lab wrote, and a run whose rows, folders or checksums are damaged is refused in 
 before a byte of it changes."""
 
 import contextlib
-import hashlib
 import json
 import multiprocessing
 import os
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import interrupt_training_at, tree_digest
 
 from icl_lab import train
 from icl_lab.posthoc import measure_run
@@ -31,22 +31,6 @@ LOCK_ROUNDS = int(os.environ.get("ICL_LAB_LOCK_ROUNDS", "500"))  # about 2 s her
 CLAIMANTS = 8
 
 
-def tree_digest(root: Path) -> dict[str, str]:
-    """Every entry under root: relative path -> sha256 of a file's bytes, a link's target, or "dir"."""
-    out = {}
-    for folder, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = Path(folder) / name
-            key = str(p.relative_to(root))
-            if p.is_symlink():
-                out[key] = "-> " + os.readlink(p)
-            elif p.is_dir():
-                out[key] = "dir"
-            else:
-                out[key] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
-
-
 def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -54,32 +38,10 @@ def dead_pid() -> int:
 
 
 @pytest.fixture
-def short_config(tiny_run_config):
-    return tiny_run_config.with_overrides({"train.steps": 12, "train.eval_every": 4, "train.checkpoint_every": 5})
-
-
-@pytest.fixture
-def done_run(tmp_path, short_config):
-    train(short_config, tmp_path / "run", progress=False)
-    return tmp_path / "run"
-
-
-@pytest.fixture
 def stopped_run(tmp_path, short_config, monkeypatch):
     """A run interrupted (Ctrl-C) after the checkpoints at steps 0, 5 and 10 (evaluations at 0, 4, 8)."""
-    from icl_lab.models import LabModel
-
-    original, calls = LabModel.forward_batch, {"n": 0}
-
-    def interrupted(self, batch):
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 11:
-                raise KeyboardInterrupt
-        return original(self, batch)
-
     with monkeypatch.context() as m:
-        m.setattr(LabModel, "forward_batch", interrupted)
+        interrupt_training_at(m, 11)
         with pytest.raises(KeyboardInterrupt):
             train(short_config, tmp_path / "run", progress=False)
     assert read_status(tmp_path / "run")["state"] == "stopped"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from icl_lab import explore
-from icl_lab.config import ConfigError
+from icl_lab import ConfigError
 
 from .context import PageContext
 from .patterns import example_input, show_patterns

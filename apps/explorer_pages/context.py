@@ -10,7 +10,7 @@ import polars as pl
 import streamlit as st
 
 from icl_lab import explore
-from icl_lab.store import RunError
+from icl_lab import RunError
 
 RESCAN_SECONDS = 10  # new run directories appear within this long (the rescan button: at once)
 

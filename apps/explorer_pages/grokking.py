@@ -10,7 +10,7 @@ import polars as pl
 import streamlit as st
 
 from icl_lab import explore
-from icl_lab.store import RunError
+from icl_lab import RunError
 
 from .context import PageContext
 from .widgets import download, one_run, step_slider

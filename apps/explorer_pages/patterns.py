@@ -9,7 +9,7 @@ import polars as pl
 import streamlit as st
 
 from icl_lab import explore
-from icl_lab.config import ConfigError
+from icl_lab import ConfigError
 
 from .context import PageContext
 

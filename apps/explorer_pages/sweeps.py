@@ -11,7 +11,6 @@ import polars as pl
 import streamlit as st
 
 from icl_lab.explore import tables
-from icl_lab.sweep import MEMBER_STATES
 
 from .context import PageContext
 from .widgets import compare, download, keep_choice, keep_valid, pick_table
@@ -27,7 +26,7 @@ def draw(ctx: PageContext) -> None:
         return
     folder, table = picked
     counts = dict(table.group_by("status").len().iter_rows())
-    for col, state in zip(st.columns(len(MEMBER_STATES)), MEMBER_STATES):
+    for col, state in zip(st.columns(len(tables.MEMBER_STATES)), tables.MEMBER_STATES):
         col.metric(state, counts.get(state, 0))
     for run, error in tables.failed_members(table):
         st.warning(f"{run} failed: {error}")
@@ -64,7 +63,7 @@ def _phase_diagrams(table: pl.DataFrame, metrics: list[str], axes: list[str], x_
     columns = st.columns(2) if len(metrics) > 1 else [st]
     for i, metric in enumerate(metrics):
         cells = tables.phase_diagram(table, metric, x_axis, y_axis)
-        grid = lambda column: cells[column].cast(pl.Float64).to_numpy().reshape(len(ys), len(xs))  # noqa: E731
+        grid = lambda column: cells[column].cast(pl.Float64).to_numpy().reshape(len(ys), len(xs))  # noqa: E731, B023  (used in this iteration only)
         chart = charts.heatmap(grid("mean"), xs, ys, f"{metric.removeprefix('final.')}, mean over {', '.join(rest) or 'nothing'}",
                                x_title=x_axis, y_title=y_axis or "", scheme="blues", domain=[0.0, 1.0] if metric.endswith("accuracy") else None,
                                text=True, details={"seeds": grid("seeds"), "sd": grid("sd")}, select="cell")

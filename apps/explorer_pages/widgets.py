@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from icl_lab.store import RunError
+from icl_lab import RunError
 
 from .context import find_tables
 

@@ -18,8 +18,10 @@ Every argument is checked before any work starts: a bad value exits with code 2 
 `presets` and the refusals answer without importing TransformerLens (seconds): a handler
 imports the modules that build models only when it runs. `--threads` sets torch's CPU threads
 (default: 1 for a run, the cores for an experiment's batched groups, the cores split between a
-sweep's workers; see icl_lab/cli/arguments.py). `sweep` exits with 1 when a run of
-its grid failed.
+sweep's workers; see icl_lab/cli/arguments.py). A run that fails at run time (a non-finite
+loss, out of memory, a clamp that never fired) exits 1 with one line naming it, its traceback
+kept in its status.json; `sweep` exits with 1 when a run of its grid failed. Ctrl-C exits 130
+with one line: the run's state and the command that continues it.
 """
 
 from __future__ import annotations
@@ -78,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:  # RunError (a bad run directory or file) is one
         message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
         parser.exit(2, f"icl-lab {args.command}: error: {message}\n")
+    except Exception as err:  # a run that failed at run time (non-finite loss, out of memory, a clamp that never fired)
+        run = getattr(err, "failed_run", None)
+        if run is None:
+            raise
+        reason = (str(err).strip().splitlines() or [""])[0]
+        print(f"icl-lab {args.command}: run {run} failed: {type(err).__name__}: {reason} "
+              f"(the traceback is in {run}/status.json)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as stop:  # Ctrl-C: one line and 130, never a traceback through torch
         how = str(stop) if isinstance(stop, Interrupted) else f"rerun `{shlex.join(['icl-lab', *argv])}` to go on from where it stopped"
         print(f"icl-lab {args.command}: interrupted (Ctrl-C); {how}", file=sys.stderr)

@@ -61,6 +61,11 @@ def run_grid(runs: list[tuple[Path, RunConfig]], group_size: int | None = None, 
     return timing
 
 
+def markdown_table(columns: list[str], rows: list[list]) -> list[str]:
+    """A markdown table's lines: the header, its rule, then one line per row (cells as given)."""
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
 def mean_sd(values: list[float]) -> tuple[float | None, float | None]:
     """Mean and sample standard deviation over seeds (None where undefined: no values, or one)."""
     mean = statistics.fmean(values) if values else None

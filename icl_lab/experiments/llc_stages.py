@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 
 from icl_lab.config import ConfigError, did_you_mean
-from icl_lab.experiments.grid import run_grid
+from icl_lab.experiments.grid import markdown_table, run_grid
 from icl_lab.phases import find_transition
 from icl_lab.presets import get_preset
 from icl_lab.run_config import RunConfig
@@ -257,29 +257,26 @@ def _peak(run, metric: str) -> int | None:
 
 def markdown(table: pl.DataFrame) -> str:
     heads = sorted({c.split("@")[0] for c in table.columns if "@" in c})
-    lines = [
-        "| condition | seed | ICL transition (window) | induction rise (head) | LLC stage boundaries: step kind (flat window) | boundary in ICL window (nearest, decades) | boundary's window meets ICL window | LLC peak step | LLC at the ICL window's foot → top | LLC final (clamps off) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for r in table.iter_rows(named=True):
         window = "none" if r["icl_transition"] is None else f"{r['icl_transition']} ({r['icl_window'][0]}–{r['icl_window'][1]})"
         near = "" if r["nearest_boundary_decades"] is None else f" ({r['nearest_boundary_decades']:+.2f})"
         off = "" if r["llc_unclamped_final"] is None else f" ({r['llc_unclamped_final']:.1f})"
         final = "" if r["llc_final"] is None else f"{r['llc_final']:.1f}{off}"
-        lines.append(
-            f"| {r['condition']} | {r['seed']} | {window} | {r['induction_rise']} ({r['induction_head']}) | "
-            f"{', '.join(r['llc_boundaries']) or 'none'} | {'yes' if r['boundary_in_icl_window'] else 'no'}{near} | "
-            f"{'yes' if r['boundary_window_meets_icl_window'] else 'no'} | {r['llc_peak']} | {_number(r['llc_at_icl_foot'])} → {_number(r['llc_at_icl_top'])} | {final} |"
-        )
+        rows.append([r["condition"], r["seed"], window, f"{r['induction_rise']} ({r['induction_head']})",
+                     ", ".join(r["llc_boundaries"]) or "none", f"{'yes' if r['boundary_in_icl_window'] else 'no'}{near}",
+                     "yes" if r["boundary_window_meets_icl_window"] else "no", r["llc_peak"],
+                     f"{_number(r['llc_at_icl_foot'])} → {_number(r['llc_at_icl_top'])}", final])
+    lines = markdown_table(["condition", "seed", "ICL transition (window)", "induction rise (head)",
+                            "LLC stage boundaries: step kind (flat window)", "boundary in ICL window (nearest, decades)",
+                            "boundary's window meets ICL window", "LLC peak step", "LLC at the ICL window's foot → top",
+                            "LLC final (clamps off)"], rows)
     if heads:
+        per_head = [[r["condition"], r["seed"], *(" / ".join("–" if v is None else f"{v:.1f}" for v in
+                                                            (r.get(f"{h}@{m}") for m in ("before", "at", "end"))) for h in heads)]
+                    for r in table.iter_rows(named=True)]
         lines += ["", "Refined LLC per head: before the ICL transition / at it / at the end", "",
-                  "| condition | seed | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(heads)]
-        for r in table.iter_rows(named=True):
-            cells = []
-            for h in heads:
-                values = [r.get(f"{h}@{m}") for m in ("before", "at", "end")]
-                cells.append(" / ".join("–" if v is None else f"{v:.1f}" for v in values))
-            lines.append(f"| {r['condition']} | {r['seed']} | " + " | ".join(cells) + " |")
+                  *markdown_table(["condition", "seed", *heads], per_head)]
     return "\n".join(lines) + "\n"
 
 

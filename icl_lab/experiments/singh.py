@@ -53,7 +53,7 @@ import numpy as np
 import polars as pl
 
 from icl_lab.config import ConfigError, did_you_mean
-from icl_lab.experiments.grid import mean_sd, run_grid
+from icl_lab.experiments.grid import markdown_table, mean_sd, run_grid
 from icl_lab.intervention_check import check_interventions
 from icl_lab.phases import Reading
 from icl_lab.presets import get_preset
@@ -295,17 +295,14 @@ def tabulate(out: Path, table: dict[str, Condition], seeds: list[int], configs: 
 
 
 def markdown(table: pl.DataFrame) -> str:
-    lines = [
-        "| condition | transition, sequences (mean ± sd) | steps (mean) | steps per seed | × baseline | plateau (seeds) | final ICL acc. |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for r in table.iter_rows(named=True):
         mean = "none found" if r["transition_sequences_mean"] is None else f"{r['transition_sequences_mean']:.3g}"
         sd = "" if r["transition_sequences_sd"] is None else f" ± {r['transition_sequences_sd']:.2g}"
         step_mean = "" if r["transition_steps_mean"] is None else f"{r['transition_steps_mean']:.0f}"
         ratio = "" if r["ratio_to_baseline"] is None else f"{r['ratio_to_baseline']:.2f} ({r['baseline']})"
-        lines.append(
-            f"| {r['condition']} | {mean}{sd} | {step_mean} | {r['transition_steps']} | {ratio} | "
-            f"{r['plateau_seeds']}/{r['seeds']} | {r['final_icl_accuracy_mean']:.3f} |"
-        )
-    return "\n".join(lines) + "\n"
+        rows.append([r["condition"], f"{mean}{sd}", step_mean, r["transition_steps"], ratio,
+                     f"{r['plateau_seeds']}/{r['seeds']}", f"{r['final_icl_accuracy_mean']:.3f}"])
+    columns = ["condition", "transition, sequences (mean ± sd)", "steps (mean)", "steps per seed", "× baseline",
+               "plateau (seeds)", "final ICL acc."]
+    return "\n".join(markdown_table(columns, rows)) + "\n"

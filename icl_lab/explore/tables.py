@@ -12,7 +12,8 @@ from pathlib import Path
 import polars as pl
 
 from icl_lab.explore.catalogue import HEADLINE_ACCURACIES, SCAN_MAX_DEPTH, SCAN_MAX_DIRS, RunInfo
-from icl_lab.store import RunError, paths, read_table
+from icl_lab.store import MEMBER_STATES, RunError, paths, read_table  # noqa: F401  (MEMBER_STATES: for the Sweeps page)
+
 
 SWEEP_TABLE = "sweep.parquet"  # icl_lab.sweep.SweepPaths(OUT).table
 CLAMP_TABLE = "singh_clamps.parquet"  # icl_lab.experiments.singh.run_experiment's table

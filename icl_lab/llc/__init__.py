@@ -40,7 +40,7 @@ class LLCContext:
         return self._pool
 
     @classmethod
-    def for_run(cls, config) -> "LLCContext":
+    def for_run(cls, config) -> LLCContext:
         """The context of a run (a RunConfig): its llc settings and pool seed."""
         return cls(config.llc, pool_seed=config.seed + POOL_SEED_OFFSET, clamped_run=bool(config.interventions))
 

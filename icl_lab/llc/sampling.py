@@ -100,7 +100,7 @@ def sampling_pool(task, config: LLCConfig, seed: int) -> TaskBatch:
 
 
 @contextlib.contextmanager
-def preserved_rng() -> "contextlib.AbstractContextManager[None]":
+def preserved_rng() -> contextlib.AbstractContextManager[None]:
     """Restore torch's (CPU and CUDA), numpy's and random's global state on exit."""
     np_state, py_state = np.random.get_state(), random.getstate()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []

@@ -12,7 +12,7 @@ by the Pearson correlation of the flattened matrices:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.func import jacrev, vmap

@@ -51,13 +51,14 @@ from icl_lab.store.files import (
     sha256_of,
     write_ablation_table,
 )
-from icl_lab.store.layout import LAYOUT_NAMES, METRICS_SCHEMA, STATES, RunError, RunLocked, RunPaths, paths
+from icl_lab.store.layout import LAYOUT_NAMES, MEMBER_STATES, METRICS_SCHEMA, STATES, RunError, RunLocked, RunPaths, paths
 from icl_lab.store.lock import LockHolder, RunLock, check_run
 from icl_lab.store.state import TrainingState, intact_state_steps, load_training_state
 from icl_lab.store.writer import RunWriter, check_new_run_dir, record_failure
 
 __all__ = [
-    "LAYOUT_NAMES", "METRICS_SCHEMA", "STATES", "LockHolder", "Run", "RunError", "RunLock", "RunLocked",
+    "LAYOUT_NAMES", "MEMBER_STATES",
+    "METRICS_SCHEMA", "STATES", "LockHolder", "Run", "RunError", "RunLock", "RunLocked",
     "RunPaths", "RunWriter", "TrainingState", "append_metrics", "atomic_write", "atomic_write_bytes",
     "atomic_write_json", "check_new_run_dir", "check_run", "checkpoint_steps", "intact_state_steps", "is_run_dir",
     "list_runs", "load_checkpoint", "load_metrics", "load_run", "load_training_state", "metrics_frame",

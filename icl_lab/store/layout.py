@@ -13,6 +13,9 @@ from icl_lab.config import ConfigError
 METRICS_SCHEMA = {"step": pl.Int64, "metric": pl.String, "value": pl.Float64}
 
 STATES = ("running", "done", "failed", "stopped")  # stopped: interrupted on purpose, resumable
+# a member's status in a grid's table (a sweep's): its run's state, `locked` while another live
+# process writes it, `pending` before it starts; listed in this order in the one-line outcome
+MEMBER_STATES = ("done", "failed", "locked", "stopped", "running", "pending")
 
 
 class RunError(ConfigError):

@@ -168,7 +168,7 @@ class RunLock:
         finally:
             os.close(fd)
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         if not self.paths.dir.is_dir():
             raise RunError(f"{self.paths.dir} is not a run directory (no such directory)")
         path = self.paths.lock
@@ -222,13 +222,13 @@ class RunLock:
             self.fd = None
 
     @classmethod
-    def of_run(cls, run_dir: str | Path, verb: str) -> "RunLock":
+    def of_run(cls, run_dir: str | Path, verb: str) -> RunLock:
         """The lock of an existing run (checked to be one, every file readable), for verbs
         that add to it."""
         check_run(run_dir)
         return cls(run_dir, verb)
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -69,7 +69,7 @@ class TrainingState:
         return data, tensors
 
     @classmethod
-    def from_parts(cls, data: dict[str, Any], tensors: dict[str, torch.Tensor]) -> "TrainingState":
+    def from_parts(cls, data: dict[str, Any], tensors: dict[str, torch.Tensor]) -> TrainingState:
         return cls(**{name: _join_tensors(data[name], tensors) for name in cls.__dataclass_fields__})
 
 

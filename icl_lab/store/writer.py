@@ -58,7 +58,7 @@ class RunWriter:
         self.rows = rows
 
     @classmethod
-    def create(cls, out: str | Path, record: dict[str, Any], *, verb: str, overwrite: bool = False) -> "RunWriter":
+    def create(cls, out: str | Path, record: dict[str, Any], *, verb: str, overwrite: bool = False) -> RunWriter:
         """Check `out` (see check_new_run_dir), lock it, clear an old run's files, write
         config.json and mark the run running."""
         out = check_new_run_dir(out, overwrite)
@@ -85,7 +85,7 @@ class RunWriter:
         return writer
 
     @classmethod
-    def reopen(cls, run_dir: str | Path, *, verb: str) -> "RunWriter":
+    def reopen(cls, run_dir: str | Path, *, verb: str) -> RunWriter:
         """Lock an existing run to continue writing it (resume, post-hoc measures, ablation
         tables); its metrics are loaded so that flushes keep them."""
         check_run(run_dir)

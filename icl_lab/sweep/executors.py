@@ -19,7 +19,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from icl_lab.openmp import prefer_passive_openmp
 

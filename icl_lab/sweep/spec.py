@@ -59,8 +59,11 @@ class SweepRun:
 
 
 def _line_of(text: str, key: str) -> int | None:
-    pattern = re.compile(rf'^\s*(\[+\s*)?("?){re.escape(key)}\2\s*(=|\]|\.)', re.M)
-    match = pattern.search(text)
+    """The line where `key` is defined: as a table or key at a line's start, else inside an
+    inline table (`set = { "train.steps" = 300 }`)."""
+    at_start = re.compile(rf'^\s*(\[+\s*)?("?){re.escape(key)}\2\s*(=|\]|\.)', re.M)
+    inline = re.compile(rf'[{{,]\s*("?){re.escape(key)}\1\s*=')
+    match = at_start.search(text) or inline.search(text)
     return text[: match.start()].count("\n") + 1 if match else None
 
 
@@ -115,7 +118,7 @@ def expand(text: str, source: str = "<sweep>") -> list[SweepRun]:
         base = get_preset(head["task"], head.get("preset"))
         config = base.config.with_overrides(head.get("set", {}))
     except ConfigError as err:
-        bad = next((k for k in head.get("set", {}) if k in str(err)), "task")
+        bad = next((k for k in head.get("set", {}) if k in str(err)), "set" if "set" in head else "task")
         raise ConfigError(f"{_where(source, text, bad)}: {err}") from None
 
     conditions: dict[str, tuple[Intervention, ...]] = {}

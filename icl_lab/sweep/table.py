@@ -11,12 +11,9 @@ from typing import Any
 import polars as pl
 
 from icl_lab.grid_policy import live_writer
-from icl_lab.store import RunError, atomic_write, load_run, read_status
+from icl_lab.store import MEMBER_STATES, RunError, atomic_write, load_run, read_status
 from icl_lab.sweep.spec import SweepRun
 
-# a member's status in the sweep table: its run's state, `locked` while another live process
-# writes it, `pending` before it starts; listed in this order in the one-line outcome
-MEMBER_STATES = ("done", "failed", "locked", "stopped", "running", "pending")
 
 
 class SweepPaths:

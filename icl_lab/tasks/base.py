@@ -66,7 +66,7 @@ class TaskBatch:
         return self.targets.shape[0]
 
     @staticmethod
-    def where(mask: torch.Tensor, a: "TaskBatch", b: "TaskBatch") -> "TaskBatch":
+    def where(mask: torch.Tensor, a: TaskBatch, b: TaskBatch) -> TaskBatch:
         """Row-wise choice: rows where mask [batch] is True come from a, the rest from b."""
         out = {}
         for f in fields(TaskBatch):
@@ -78,7 +78,7 @@ class TaskBatch:
             out[f.name] = torch.where(m, x, y)
         return TaskBatch(**out)
 
-    def slice(self, start: int, stop: int) -> "TaskBatch":
+    def slice(self, start: int, stop: int) -> TaskBatch:
         return TaskBatch(
             **{
                 f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[start:stop])

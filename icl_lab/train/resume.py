@@ -60,9 +60,70 @@ def resumable_step(out: Path, config: RunConfig) -> int:
     return newest
 
 
+def check_training_state(run, state: TrainingState, step: int, record: Path) -> None:
+    """Refuse, naming `record`, a training state that is not this run's at `step`, before any
+    of it is applied: a checksum-valid file can still hold another run's state (other shapes,
+    another optimizer, an RNG state of another size). Checks the kinds and shapes of everything
+    `restore_training_state` loads against the run as built from its config."""
+    problems = []
+
+    def expect(ok: bool, what: str) -> None:
+        if not ok:
+            problems.append(what)
+
+    def tensor_like(value, like: torch.Tensor, what: str) -> None:
+        expect(isinstance(value, torch.Tensor) and value.shape == like.shape and value.dtype == like.dtype,
+               f"{what} is {_describe(value)}, this run's is {_describe(like)}")
+
+    expect(state.step == step, f"step is {state.step!r}, its file says {step}")
+    tensor_like(state.data_generator, run.data_gen.get_state(), "the data generator state")
+    tensor_like(state.torch_rng, torch.get_rng_state(), "the global RNG state")
+    tensor_like(state.loss_sum, torch.zeros((), dtype=run.loss_sum.dtype), "the loss window's sum")
+    tensor_like(state.first_nonfinite_step, torch.zeros((), dtype=run.first_nonfinite.dtype), "first_nonfinite_step")
+    expect(type(state.loss_count) is int and state.loss_count >= 0, f"loss_count is {state.loss_count!r}")
+    expect(isinstance(state.eval_steps, list) and all(type(s) is int and 0 <= s <= step for s in state.eval_steps),
+           f"eval_steps is not a list of steps up to {step}")
+    own = run.optimizer.state_dict()
+    stored = state.optimizer
+    if not (isinstance(stored, dict) and isinstance(stored.get("state"), dict) and isinstance(stored.get("param_groups"), list)):
+        problems.append(f"the optimizer state is {_describe(stored)}, not an optimizer's state_dict")
+    else:
+        expect([sorted(g) if isinstance(g, dict) else g for g in stored["param_groups"]] == [sorted(g) for g in own["param_groups"]],
+               "the optimizer's parameter groups are another optimizer's")
+        params = [p for group in run.optimizer.param_groups for p in group["params"]]
+        for index, entry in stored["state"].items():
+            if not (isinstance(index, int) and 0 <= index < len(params) and isinstance(entry, dict)):
+                problems.append(f"the optimizer state has an entry {index!r} for no parameter of this model")
+                continue
+            for name, value in entry.items():
+                if name != "step" and isinstance(value, torch.Tensor):
+                    expect(value.shape == params[index].shape, f"optimizer {name} of parameter {index} is "
+                           f"{list(value.shape)}, the parameter {list(params[index].shape)}")
+                elif name != "step":
+                    problems.append(f"optimizer {name} of parameter {index} is {_describe(value)}")
+    own_scheduler = run.scheduler.state_dict()
+    expect(isinstance(state.scheduler, dict) and sorted(state.scheduler) == sorted(own_scheduler),
+           f"the scheduler state has keys {sorted(state.scheduler) if isinstance(state.scheduler, dict) else _describe(state.scheduler)}, "
+           f"this run's {sorted(own_scheduler)}")
+    expect(isinstance(state.intervention_calls, dict) and all(type(n) is int for n in state.intervention_calls.values()),
+           "the clamp call counts are not counts")
+    expect(isinstance(state.intervention_running, dict) and all(isinstance(t, torch.Tensor) for t in state.intervention_running.values()),
+           "the clamps' running means are not tensors")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise RunError(f"{record}: not this run's training state at step {step}: {'; '.join(problems[:3])}{more}")
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor of shape {list(value.shape)}"
+    return f"a {type(value).__name__}"
+
+
 def restore_training_state(run, state: TrainingState) -> None:
     """Everything but the weights into `run` (a TrainingRun), as the checkpoint stored it:
-    optimizer, schedule, data stream, global RNG, loss window, evaluation steps, clamp engine."""
+    optimizer, schedule, data stream, global RNG, loss window, evaluation steps, clamp engine
+    (after `check_training_state`)."""
     run.optimizer.load_state_dict(state.optimizer)
     run.scheduler.load_state_dict(state.scheduler)
     run.data_gen.set_state(state.data_generator)

@@ -23,11 +23,11 @@ from icl_lab.measures import evaluate
 from icl_lab.post_run import run_post_run_steps
 from icl_lab.provenance import provenance_record
 from icl_lab.run_config import RunConfig
-from icl_lab.store import TrainingState, load_metrics, load_training_state
+from icl_lab.store import RunError, TrainingState, load_metrics, load_training_state, paths
 from icl_lab.tasks import make_task
 from icl_lab.train.engine_state import engine_state
 from icl_lab.train.optimizer import lr_factor, make_optimizer
-from icl_lab.train.resume import record_extension, restore_training_state, resumable_step
+from icl_lab.train.resume import check_training_state, record_extension, restore_training_state, resumable_step
 from icl_lab.train.summary import summarize
 from interventions.engine import InterventionEngine
 
@@ -110,18 +110,24 @@ class TrainingRun:
         `extend_from`: the run's stored length, which config.json's train.steps is raised from
         (see `extend`)."""
         self.lifecycle = RunLifecycle.resume(out, verb="resume --steps" if extend_from is not None else "resume")
-        try:
-            if extend_from is not None:
-                record_extension(Path(out), self.config, self.device, extend_from)
-            last_step = resumable_step(Path(out), self.config)
+        try:  # everything read and checked before the first byte is written
+            stored = self.config if extend_from is None else self.config.with_overrides({"train.steps": extend_from})
+            last_step = resumable_step(Path(out), stored)
             if last_step >= 0:
                 state = load_training_state(out, last_step)  # intact: checked by resumable_step
+                record = paths(out).state_record(last_step)
+                check_training_state(self, state, last_step, record)
                 restore_weights(self.model, out, last_step)
+                try:
+                    restore_training_state(self, state)
+                except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as err:  # what the check could not see
+                    raise RunError(f"{record}: its training state does not fit this run "
+                                   f"({type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]})") from None
+            if extend_from is not None:
+                record_extension(Path(out), self.config, self.device, extend_from)
         except BaseException:
             self.lifecycle.writer.close()
             raise
-        if last_step >= 0:
-            restore_training_state(self, state)
         self.lifecycle.writer.rewind(last_step)
         return last_step
 

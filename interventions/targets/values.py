@@ -76,7 +76,7 @@ class RunningMean(Target):
 
 @register
 class File(Target):
-    """A tensor from `file` (.safetensors, tensor `key`; or a torch .pt file), broadcast to
+    """A tensor from `file` (.safetensors or .npz, tensor `key`; or a .npy array), broadcast to
     the activation."""
 
     name = "file"
@@ -89,6 +89,9 @@ class File(Target):
     def check_spec(cls, spec):
         if not spec.file:
             raise ConfigError(f"intervention {spec.label}: target 'file' needs file")
+        if Path(spec.file).suffix not in TENSOR_FILE_FORMATS:  # read (names, shapes) when validated against the model
+            raise ConfigError(f"intervention {spec.label}: target file {spec.file} is not one of {', '.join(TENSOR_FILE_FORMATS)} "
+                              "(pickle-based files such as .pt are not read; save the tensor with safetensors.torch.save_file)")
 
     def validate(self, site, engine):
         tensor = _load_tensor_file(self.spec.file, self.spec.key, site.where)
@@ -108,24 +111,46 @@ class File(Target):
         return self.tensors[site.hook], None
 
 
-def _load_tensor_file(path: str, key: str, where: str) -> torch.Tensor:
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{where}: target file {path} does not exist")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
+TENSOR_FILE_FORMATS = (".safetensors", ".npy", ".npz")  # formats that hold data only: nothing in them runs
 
-        tensors = load_file(str(p))
-        if not key and len(tensors) == 1:
-            return next(iter(tensors.values()))
-        if key not in tensors:
-            raise ConfigError(f"{where}: {path} has no tensor {key!r}; it has {', '.join(sorted(tensors))}")
-        return tensors[key]
-    tensor = torch.load(p, map_location="cpu", weights_only=True)
-    if isinstance(tensor, dict):
-        if key not in tensor:
-            raise ConfigError(f"{where}: {path} has no tensor {key!r}; it has {', '.join(sorted(tensor))}")
-        tensor = tensor[key]
-    if not isinstance(tensor, torch.Tensor):
-        raise ConfigError(f"{where}: {path} does not hold a tensor")
+
+def _load_tensor_file(path: str, key: str, where: str) -> torch.Tensor:
+    """The tensor `key` of a .safetensors or .npz file (the only one when `key` is empty), or the
+    array of a .npy file; ConfigError naming the file for any other format (a pickle, e.g.
+    torch's .pt, can run code when read) or a file that does not parse."""
+    p = Path(path)
+    if p.suffix not in TENSOR_FILE_FORMATS:
+        raise ConfigError(f"{where}: target file {path} is not one of {', '.join(TENSOR_FILE_FORMATS)} "
+                          "(pickle-based files such as .pt are not read; save the tensor with safetensors.torch.save_file)")
+    if not p.is_file():
+        raise ConfigError(f"{where}: target file {path} does not exist")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            tensors = load_file(str(p))
+        elif p.suffix == ".npz":
+            import numpy as np
+
+            with np.load(p, allow_pickle=False) as archive:
+                tensors = {name: torch.from_numpy(archive[name].copy()) for name in archive.files}
+        else:
+            import numpy as np
+
+            return _as_float_tensor(torch.from_numpy(np.load(p, allow_pickle=False)), path, where)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001  (safetensors' and numpy's header errors: one line)
+        raise ConfigError(f"{where}: target file {path} is not a readable {p.suffix} file ({type(err).__name__}: "
+                          f"{(str(err).strip().splitlines() or [''])[0]})") from None
+    if not key and len(tensors) == 1:
+        return _as_float_tensor(next(iter(tensors.values())), path, where)
+    if key not in tensors:
+        raise ConfigError(f"{where}: {path} has no tensor {key!r}; it has {', '.join(sorted(tensors)) or 'none'}")
+    return _as_float_tensor(tensors[key], path, where)
+
+
+def _as_float_tensor(tensor: torch.Tensor, path: str, where: str) -> torch.Tensor:
+    if not (tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64, torch.bool)):
+        raise ConfigError(f"{where}: the tensor in {path} has dtype {tensor.dtype}, not a number type")
     return tensor
