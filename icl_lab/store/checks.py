@@ -16,6 +16,7 @@ from icl_lab.store.files import (
     read_status,
     read_summary,
 )
+import icl_lab.store.manifest as manifest
 from icl_lab.store.layout import RunError, paths
 
 
@@ -27,6 +28,22 @@ def check_folders(run_dir: str | Path) -> None:
         if os.path.lexists(folder) and not folder.is_dir():
             raise RunError(f"{folder}: a file where the run's {folder.name}/ folder should be; move it away "
                            "(icl-lab keeps the run's checkpoints and ablation tables in these folders)")
+
+
+def check_files_are_files(run_dir: str | Path) -> None:
+    """Every file of the run's layout that exists is a regular file (not a folder, not a link
+    that leads nowhere): a folder named like a checkpoint would otherwise fail only when resume
+    rewinds the run, after it has started writing."""
+    p = paths(run_dir)
+    candidates = [p.config, p.status, p.summary, p.metrics, p.dir / "manifest.json"]
+    if p.checkpoints.is_dir():
+        candidates += sorted(p.checkpoints.iterdir())
+    if p.ablations.is_dir():
+        candidates += sorted(p.ablations.iterdir())
+    for path in candidates:
+        if os.path.lexists(path) and not path.is_file():
+            what = "a folder" if path.is_dir() else "a link that leads nowhere" if path.is_symlink() else "not a regular file"
+            raise RunError(f"{path}: {what} where the run keeps a file; move it away")
 
 
 def newest_eval_steps(run_dir: str | Path) -> tuple[int, list[int]] | None:
@@ -64,9 +81,12 @@ def check_metrics_cover_checkpoints(run_dir: str | Path, metrics: pl.DataFrame) 
 
 
 def check_run_files(run_dir: str | Path) -> None:
-    """RunError naming the file when status, summary or metrics cannot be read, a folder of
-    the layout is a file, or the metrics lack rows the checkpoints record."""
+    """RunError naming the file when status, summary, metrics or the manifest cannot be read,
+    a folder of the layout is a file or a file of it a folder, or the metrics lack rows the
+    checkpoints record."""
     check_folders(run_dir)
+    check_files_are_files(run_dir)
+    manifest.load(Path(run_dir))  # RunError naming manifest.json when it is not readable
     read_status(run_dir)
     read_summary(run_dir)
     check_metrics_cover_checkpoints(run_dir, load_metrics(run_dir))
