@@ -30,6 +30,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -198,6 +199,10 @@ def check_verb(verb: str, pristine: dict[str, Path], data) -> None:
                 code = main(VERBS[verb](run))
             except SystemExit as exit:
                 code = exit.code
+            except Exception as crash:  # a traceback: what the property forbids; name the damage
+                where = traceback.extract_tb(crash.__traceback__)[-1]
+                raise AssertionError(f"{which} run, {label}: {verb} raised a traceback, {type(crash).__name__}: {crash} "
+                                     f"(at {Path(where.filename).name}:{where.lineno})") from crash
         lines = [line for line in err.getvalue().splitlines() if line.strip() and not line.startswith("icl-lab: skipping")]
         if isinstance(data, _RandomDraws):
             data.codes[code] += 1
@@ -279,7 +284,7 @@ class _RandomDraws:
         return strategy.example()
 
 
-OUTCOMES = {"was unpickled": "code executed", "refused in": "refusal of several lines", "changed the run": "bytes changed on refusal",
+OUTCOMES = {"raised a traceback": "traceback", "was unpickled": "code executed", "refused in": "refusal of several lines", "changed the run": "bytes changed on refusal",
             "names no file": "refusal naming no file", "exited": "wrong exit code", "but the run is": "exit 0, run not done",
             "is missing at steps": "exit 0, rows lost"}
 

@@ -42,42 +42,49 @@ def check_files_are_files(run_dir: str | Path) -> None:
         candidates += sorted(p.ablations.iterdir())
     for path in candidates:
         if os.path.lexists(path) and not path.is_file():
-            what = "a folder" if path.is_dir() else "a link that leads nowhere" if path.is_symlink() else "not a regular file"
+            if path.is_symlink() and not path.exists():
+                raise RunError(f"{path}: a symlink that leads nowhere (or a symlink loop); icl-lab writes plain files here")
+            what = "a folder" if path.is_dir() else "not a regular file"
             raise RunError(f"{path}: {what} where the run keeps a file; move it away")
 
 
-def newest_eval_steps(run_dir: str | Path) -> tuple[int, list[int]] | None:
-    """(step, the evaluation steps its training state records) of the newest checkpoint with a
-    readable state record; None when there is none (a run before its first checkpoint, or one
-    with weights only)."""
+def newest_state_record(run_dir: str | Path) -> tuple[int, dict] | None:
+    """(step, record) of the newest checkpoint with a readable training-state record; None
+    when there is none (a run before its first checkpoint, or one with weights only)."""
     p = paths(run_dir)
     for step in reversed(checkpoint_steps(run_dir)):
         try:
             record = read_json(p.state_record(step))
         except RunError:
             continue  # a torn record: resume skips it and says so
-        state = record.get("state") if isinstance(record, dict) else None
-        evals = state.get("eval_steps") if isinstance(state, dict) else None
-        if isinstance(evals, list) and all(type(s) is int for s in evals):
-            return step, evals
+        if isinstance(record, dict):
+            return step, record
     return None
 
 
 def check_metrics_cover_checkpoints(run_dir: str | Path, metrics: pl.DataFrame) -> None:
-    """Refuse metrics missing rows that the newest checkpoint's state records: the trainer
-    writes the rows of an evaluation before the checkpoint after it, so missing rows were
-    deleted, and continuing would finish the run without them."""
-    newest = newest_eval_steps(run_dir)
+    """Refuse metrics missing rows that the newest checkpoint records: its evaluation steps,
+    and the number of rows up to its step (`metric_rows`, written by newer runs). The trainer
+    writes an evaluation's rows before the checkpoint after it, so missing rows were deleted,
+    and continuing would finish the run without them."""
+    newest = newest_state_record(run_dir)
     if newest is None:
         return
-    step, evals = newest
-    missing = sorted(set(evals) - set(metrics["step"].unique().to_list()))
-    if not missing:
-        return
+    step, record = newest
     p = paths(run_dir)
-    found = "is missing" if not p.metrics.exists() else f"has no rows at {len(missing)} of those steps (first {missing[0]})"
-    raise RunError(f"{p.metrics} {found}, but {p.state_record(step).name} records evaluations at {len(evals)} steps "
-                   "whose rows are part of the run: restore the file, or start the run again with --overwrite")
+    state = record.get("state")
+    evals = state.get("eval_steps") if isinstance(state, dict) else None
+    if isinstance(evals, list) and all(type(s) is int for s in evals):
+        missing = sorted(set(evals) - set(metrics["step"].unique().to_list()))
+        if missing:
+            found = "is missing" if not p.metrics.exists() else f"has no rows at {len(missing)} of those steps (first {missing[0]})"
+            raise RunError(f"{p.metrics} {found}, but {p.state_record(step).name} records evaluations at {len(evals)} steps "
+                           "whose rows are part of the run: restore the file, or start the run again with --overwrite")
+    rows = record.get("metric_rows")
+    have = metrics.filter(pl.col("step") <= step).height
+    if type(rows) is int and have < rows:
+        raise RunError(f"{p.metrics} holds {have} rows up to step {step}, but {p.state_record(step).name} records {rows}: "
+                       "rows were deleted; restore the file, or start the run again with --overwrite")
 
 
 def check_run_files(run_dir: str | Path) -> None:

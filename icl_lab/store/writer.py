@@ -128,7 +128,9 @@ class RunWriter:
         if state is not None:
             data, state_tensors = state.to_parts()
             state_sha = atomic_write(self.paths.state_tensors(step), lambda tmp: save_file(state_tensors, tmp))
-            atomic_write_json(self.paths.state_record(step), {"state": data, "sha256": {"weights": weights_sha, "state": state_sha}})
+            rows = sum(1 for row in self.rows if row[0] <= step)  # flushed before the checkpoint: resume checks them
+            atomic_write_json(self.paths.state_record(step), {"state": data, "sha256": {"weights": weights_sha, "state": state_sha},
+                                                              "metric_rows": rows})
         return path
 
     def set_status(self, state: str, error: str | None = None, **extra: Any) -> None:
