@@ -18,6 +18,8 @@ def run_config_of(run_dir: str | Path) -> RunConfig:
         return RunConfig.from_dict(read_config(run_dir))
     except ConfigError as err:
         raise RunError(f"{paths(run_dir).config}: not a valid run config ({err})") from None
+    except (TypeError, ValueError, AttributeError, KeyError) as err:  # a value of the wrong kind deep inside
+        raise RunError(f"{paths(run_dir).config}: not a valid run config ({type(err).__name__}: {err})") from None
 
 
 def resolve_step(run_dir: str | Path, step: int) -> int:

@@ -73,6 +73,8 @@ class RunConfig:
         data = {k: v for k, v in data.items() if k not in RECORD_KEYS}
         if "task" not in data:
             raise ConfigError("a run config needs a 'task'")
+        if not isinstance(data["task"], str):
+            raise ConfigError(f"'task' must be a task's name, got {data['task']!r}")
         task_cls = task_config_class(data["task"])
         task_data = data.pop("task_config", {}) or {}
         names = [f.name for f in dataclasses.fields(cls)]

@@ -80,7 +80,12 @@ def check_training_state(run, state: TrainingState, step: int, record: Path) -> 
     tensor_like(state.torch_rng, torch.get_rng_state(), "the global RNG state")
     tensor_like(state.loss_sum, torch.zeros((), dtype=run.loss_sum.dtype), "the loss window's sum")
     tensor_like(state.first_nonfinite_step, torch.zeros((), dtype=run.first_nonfinite.dtype), "first_nonfinite_step")
-    expect(type(state.loss_count) is int and state.loss_count >= 0, f"loss_count is {state.loss_count!r}")
+    expect(type(state.loss_count) is int and 0 <= state.loss_count <= step, f"loss_count is {state.loss_count!r}")
+    if isinstance(state.first_nonfinite_step, torch.Tensor) and state.first_nonfinite_step.numel() == 1:
+        first = int(state.first_nonfinite_step)
+        allowed = (-1,) if run.cfg.nonfinite_loss == "fail" else range(-1, step + 1)  # "fail" stops at the first
+        expect(first in allowed, f"first_nonfinite_step is {first}, which this run (train.nonfinite_loss="
+               f"{run.cfg.nonfinite_loss}) cannot have reached at step {step}")
     expect(isinstance(state.eval_steps, list) and all(type(s) is int and 0 <= s <= step for s in state.eval_steps),
            f"eval_steps is not a list of steps up to {step}")
     own = run.optimizer.state_dict()
@@ -96,10 +101,13 @@ def check_training_state(run, state: TrainingState, step: int, record: Path) -> 
                 problems.append(f"the optimizer state has an entry {index!r} for no parameter of this model")
                 continue
             for name, value in entry.items():
-                if name != "step" and isinstance(value, torch.Tensor):
+                if name == "step":  # Adam's count of updates: a scalar
+                    expect(isinstance(value, (int, float)) or (isinstance(value, torch.Tensor) and value.numel() == 1),
+                           f"optimizer step of parameter {index} is {_describe(value)}, not a count")
+                elif isinstance(value, torch.Tensor):
                     expect(value.shape == params[index].shape, f"optimizer {name} of parameter {index} is "
                            f"{list(value.shape)}, the parameter {list(params[index].shape)}")
-                elif name != "step":
+                else:
                     problems.append(f"optimizer {name} of parameter {index} is {_describe(value)}")
     own_scheduler = run.scheduler.state_dict()
     expect(isinstance(state.scheduler, dict) and sorted(state.scheduler) == sorted(own_scheduler),
