@@ -203,3 +203,27 @@ def test_rfm_fractions_refuse_a_stored_run_with_another_config(tmp_path):
     assert run_fractions(tmp_path, [0.5], base, progress=False).equals(first)  # kept
     with pytest.raises(ConfigError, match=r"frac0.5: its stored config differs in iters \(stored 2, wanted 3\)"):
         run_fractions(tmp_path, [0.5], dataclasses.replace(base, iters=3), progress=False)
+
+
+@pytest.mark.slow
+def test_singh_rerun_after_ctrl_c_ends_as_an_uninterrupted_experiment_with_no_file_deleted(tmp_path, monkeypatch):
+    """Ctrl-C mid-grid, then the same command again: every run's metrics, its checkpoints and
+    the table end as an uninterrupted experiment's, and no file the first part wrote is gone."""
+    options = dict(seeds=[0], steps=12, progress=False, conditions=["none", "induction"], preset="bursty/small",
+                   overrides={**TINY, "train.checkpoint_every": 4})
+    with monkeypatch.context() as m:
+        interrupt_at_evaluation(m, "icl_accuracy", 5)
+        with pytest.raises(KeyboardInterrupt):
+            run_experiment(tmp_path / "exp", **options)
+    written = {p.relative_to(tmp_path / "exp") for p in (tmp_path / "exp").rglob("*.safetensors")}
+    assert written
+    table = run_experiment(tmp_path / "exp", **options)
+    whole = run_experiment(tmp_path / "whole", **options)
+    assert table.drop("wall_seconds", strict=False).equals(whole.drop("wall_seconds", strict=False))
+    for run_dir in sorted(p for p in (tmp_path / "whole").iterdir() if p.is_dir()):
+        again = tmp_path / "exp" / run_dir.name
+        assert paths(again).metrics.read_bytes() == paths(run_dir).metrics.read_bytes(), run_dir.name
+        assert sorted(p.name for p in paths(again).checkpoints.iterdir()) == sorted(p.name for p in paths(run_dir).checkpoints.iterdir())
+        for weights in paths(run_dir).checkpoints.glob("step_*.safetensors"):
+            assert (paths(again).checkpoints / weights.name).read_bytes() == weights.read_bytes(), (run_dir.name, weights.name)
+    assert written <= {p.relative_to(tmp_path / "exp") for p in (tmp_path / "exp").rglob("*.safetensors")}
