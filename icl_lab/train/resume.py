@@ -82,10 +82,12 @@ def check_training_state(run, state: TrainingState, step: int, record: Path) -> 
     tensor_like(state.first_nonfinite_step, torch.zeros((), dtype=run.first_nonfinite.dtype), "first_nonfinite_step")
     expect(type(state.loss_count) is int and 0 <= state.loss_count <= step, f"loss_count is {state.loss_count!r}")
     if isinstance(state.first_nonfinite_step, torch.Tensor) and state.first_nonfinite_step.numel() == 1:
-        first = int(state.first_nonfinite_step)
-        allowed = (-1,) if run.cfg.nonfinite_loss == "fail" else range(-1, step + 1)  # "fail" stops at the first
-        expect(first in allowed, f"first_nonfinite_step is {first}, which this run (train.nonfinite_loss="
-               f"{run.cfg.nonfinite_loss}) cannot have reached at step {step}")
+        first = int(state.first_nonfinite_step)  # -1, or a step at most this one (a checkpoint may come before
+        expect(-1 <= first <= step, f"first_nonfinite_step is {first}, after the checkpoint's step {step}")  # the evaluation that fails)
+        evals = state.eval_steps if isinstance(state.eval_steps, list) else []
+        if run.cfg.nonfinite_loss == "fail" and first >= 0 and any(type(e) is int and e >= first for e in evals):
+            problems.append(f"first_nonfinite_step is {first}, but an evaluation after it would have failed this run "
+                            "(train.nonfinite_loss=fail)")
     expect(isinstance(state.eval_steps, list) and all(type(s) is int and 0 <= s <= step for s in state.eval_steps),
            f"eval_steps is not a list of steps up to {step}")
     own = run.optimizer.state_dict()
