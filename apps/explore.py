@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # apps/charts.py and apps/explorer_pages, however the app is started
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # apps/explorer_pages, however the app is started
 from explorer_pages import PAGES, PageContext, find_runs, find_tables, read_runs  # noqa: E402
 
 from icl_lab import explore  # noqa: E402

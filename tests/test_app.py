@@ -296,8 +296,7 @@ def test_a_run_keeps_its_colour_across_panels_and_tasks(store):
 
 def test_transition_rules_take_the_colour_scale_but_stay_out_of_the_legend():
     import polars as pl
-    sys.path.insert(0, str(ROOT / "apps"))
-    import charts as app_charts
+    from icl_lab.explore import charts as app_charts
 
     curves = pl.DataFrame({"step": [0, 10, 100] * 2, "metric": ["icl_accuracy"] * 6, "value": [0.1, 0.5, 0.9, 0.1, 0.2, 0.8],
                            "run": ["a"] * 3 + ["b"] * 3, "condition": ["c1"] * 3 + ["c2"] * 3})

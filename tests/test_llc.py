@@ -387,12 +387,9 @@ def test_a_clamped_run_is_sampled_with_its_clamps_on_or_off(tmp_path, tiny_run_c
 
 
 def test_stage_rules_say_what_they_mark_in_the_chart_tooltip():
-    import sys
-
     import polars as pl
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "apps"))
-    import charts
+    from icl_lab.explore import charts
 
     curves = pl.DataFrame({"step": [1, 10, 100], "metric": ["llc"] * 3, "value": [1.0, 5.0, 3.0], "run": ["a"] * 3, "condition": ["c"] * 3})
     rules = pl.DataFrame({"run": ["a"], "condition": ["c"], "metric": ["llc"], "step": [10], "kind": ["stage boundary: peak"]})

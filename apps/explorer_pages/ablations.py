@@ -4,7 +4,7 @@ in a metric, and the attention pattern of a head picked from it."""
 from __future__ import annotations
 
 import altair as alt
-import charts
+from icl_lab.explore import charts
 import numpy as np
 import polars as pl
 import streamlit as st

@@ -5,7 +5,7 @@ its milestones and embedding Fourier spectrum; an RFM run's feature matrix and i
 from __future__ import annotations
 
 import altair as alt
-import charts
+from icl_lab.explore import charts
 import polars as pl
 import streamlit as st
 

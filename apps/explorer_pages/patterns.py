@@ -4,7 +4,7 @@ by the evaluation set, each head's pattern as a heatmap, its scores over trainin
 from __future__ import annotations
 
 import altair as alt
-import charts
+from icl_lab.explore import charts
 import polars as pl
 import streamlit as st
 

@@ -3,7 +3,7 @@ condition), the transitions and stage boundaries each run found drawn as rules."
 
 from __future__ import annotations
 
-import charts
+from icl_lab.explore import charts
 import polars as pl
 import streamlit as st
 

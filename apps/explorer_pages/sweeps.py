@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import altair as alt
-import charts
+from icl_lab.explore import charts
 import polars as pl
 import streamlit as st
 
