@@ -112,6 +112,29 @@ class RunConfig:
             config = config._set(key, value)
         return config
 
+    def _edited_measures(self, value: Any) -> tuple[str, ...]:
+        """`measures=a,b` adds a and b to the measures already chosen (the preset's); `-a`
+        removes a (a group such as `-progress` removes its members); `-*` removes them all, so
+        `measures=-*,a` keeps a alone; an empty list (`measures=[]`) measures nothing."""
+        from icl_lab.measures import expand_measures, validate_measures
+
+        names = _coerce(value, tuple[str, ...], "measures")
+        if not names:
+            return ()
+        measures = list(self.measures)
+        for name in names:
+            if name == "-*":
+                measures = []
+            elif name.startswith("-"):
+                gone = expand_measures([name[1:]], self.task)
+                validate_measures(gone, self.task)
+                if not set(gone) & set(measures):
+                    raise ConfigError(f"measures: cannot remove {name[1:]!r}, it is not measured; measured: {', '.join(measures) or 'none'}")
+                measures = [m for m in measures if m not in gone]
+            else:
+                measures += [m for m in expand_measures([name], self.task) if m not in measures]
+        return tuple(measures)
+
     def _set(self, key: str, value: Any) -> RunConfig:
         sections = {"task": "task_config", "model": "model", "train": "train", "llc": "llc"}
         head, _, rest = key.partition(".")
@@ -120,6 +143,8 @@ class RunConfig:
             return dataclasses.replace(
                 self, **{attr: replace_path(getattr(self, attr), rest, value, where=head)}
             )
+        if not rest and key == "measures":
+            return dataclasses.replace(self, measures=self._edited_measures(value))
         if not rest and key in ("measures", "track", "seed", "device"):
             return dataclasses.replace(self, **{key: _coerce(value, typing.get_type_hints(RunConfig)[key], key)})
         if not rest:

@@ -197,7 +197,7 @@ def test_real_run_that_never_learns_icl_has_no_transition(tmp_path, tiny_run_con
 
     config = tiny_run_config.with_overrides({
         "task.num_classes": 256, "task.eval_size": 256, "train.steps": 200, "train.eval_every": 20,
-        "train.checkpoint_every": 200, "train.lr": 1e-2, "measures": ["icl_accuracy", "context_label_accuracy"],
+        "train.checkpoint_every": 200, "train.lr": 1e-2, "measures": ["-*", "icl_accuracy", "context_label_accuracy"],
     })
     result = train(config, tmp_path / "run", progress=False)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -96,3 +96,24 @@ def test_from_dict_refuses_unknown_keys():
     data["train"]["learning_rate"] = 1
     with pytest.raises(ConfigError, match="train.learning_rate"):
         RunConfig.from_dict(data)
+
+
+def test_set_measures_adds_to_the_presets_removes_with_minus_and_replaces_with_minus_star():
+    from icl_lab.presets import get_preset
+    from icl_lab.config import ConfigError
+    from icl_lab.measures import MEASURE_GROUPS
+
+    preset = get_preset("bursty", "small").config
+    before = list(preset.measures)
+    assert "llc" not in before and "induction_score" in before
+    added = preset.with_overrides({"measures": "llc"}).measures
+    assert list(added) == before + ["llc"]  # the preset's measures are kept, in order
+    grouped = preset.with_overrides({"measures": "progress"}).measures
+    assert set(grouped) == set(before) | {m for m in MEASURE_GROUPS["progress"] if m in grouped} and len(grouped) == len(set(grouped))
+    assert len(grouped) > len(before)
+    removed = preset.with_overrides({"measures": ["-induction_score", "-previous_token_score"]}).measures
+    assert list(removed) == [m for m in before if m not in ("induction_score", "previous_token_score")]
+    assert preset.with_overrides({"measures": ["-*", "icl_accuracy"]}).measures == ("icl_accuracy",)
+    assert preset.with_overrides({"measures": []}).measures == ()
+    with pytest.raises(ConfigError, match="cannot remove 'llc'.*measured: icl_accuracy"):
+        preset.with_overrides({"measures": "-llc"})
