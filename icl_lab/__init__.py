@@ -11,7 +11,7 @@
 
 from icl_lab.config import ConfigError, TrainConfig
 from icl_lab.model_config import MODEL_PRESETS, ModelConfig
-from icl_lab.phases import find_transition
+from icl_lab.phases import find_transience, find_transition
 from icl_lab.presets import PRESETS, get_preset, register_preset
 from icl_lab.run_config import RunConfig
 from icl_lab.store import RunError, load_checkpoint, load_metrics
@@ -48,6 +48,7 @@ __all__ = [
     "TrainResult",
     "build_model",
     "extend",
+    "find_transience",
     "find_transition",
     "get_preset",
     "load_checkpoint",

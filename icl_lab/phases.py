@@ -229,3 +229,76 @@ def find_transition(
             last_rise = (y_lo, why)
     y_lo, why = last_rise
     return Transition(None, None, sign * y_lo, sign * y_hi, reason=why)
+
+
+@dataclass(frozen=True)
+class Transience:
+    """A rise followed by a lasting fall (Singh et al. 2023: ICL that emerges, then fades).
+
+    The levels are the smoothed curve's (running median), in the metric's units."""
+
+    peak_step: int | None  # the first evaluation at the smoothed curve's highest point
+    peak_value: float  # its value
+    half_step: int | None  # the first evaluation after the peak below the level where it has
+    #                        lost half its gain (peak − ½ (peak − start))
+    final_value: float  # the final level: median of the smoothed last 10% of evaluations
+    start_value: float  # where the rise began: the smoothed first evaluation
+    reason: str | None = None  # why there is no transience; None when there is one
+
+    @property
+    def transient(self) -> bool:
+        return self.reason is None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def find_transience(steps, values, direction: str = "up", min_rise: float = 0.2, min_loss: float = 0.5,
+                    window: int | None = None) -> Transience:
+    """Whether a metric rose and then lastingly fell back, and where.
+
+    With y the curve smoothed by a centred running median over `window` evaluations (default:
+    max(3, n // 20), odd), y₀ its first value, the peak P = max y (first evaluation at it) and
+    the final level F = the median of the last 10% of y:
+    - the gain is G = P − y₀, the fall P − F; the curve is *transient* when G ≥ `min_rise`
+      (metric units), the fall is at least `min_loss` · G (half the gain by default), and the
+      peak lies before the last 10% of evaluations;
+    - `half_step` is the first evaluation after the peak below P − ½ G. The fall must last to
+      the end (F is read on the last 10%), so a dip that recovers is not a fall; with
+      min_loss < ½ a transient curve may stay above P − ½ G and its half_step is None.
+    A curve that rises and stays (with noise), or never rises, has no transience, and `reason`
+    says which rule failed. `direction="down"` reads a falling metric (a loss) by flipping
+    the sign. Non-finite values are dropped."""
+    if direction not in ("up", "down"):
+        raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
+    if not 0 < min_loss <= 1:
+        raise ValueError(f"min_loss must lie in (0, 1], got {min_loss!r}")
+    steps = np.asarray(steps, dtype=np.int64)
+    y = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(y)
+    steps, y = steps[finite], y[finite]
+    order = np.argsort(steps, kind="stable")
+    steps, y = steps[order], y[order]
+    nan = float("nan")
+    if len(y) < 5:
+        return Transience(None, nan, None, nan, nan, reason=f"{len(y)} finite evaluations: too few to see a rise and a fall")
+    sign = -1.0 if direction == "down" else 1.0
+    n = len(y)
+    if window is None:
+        window = max(3, (n // 20) | 1)
+    smooth = running_median(sign * y, window)
+    k = max(1, n // 10)
+    start, final = float(smooth[0]), float(np.median(smooth[-k:]))
+    peak_at = int(np.argmax(smooth))
+    peak = float(smooth[peak_at])
+    gain = peak - start
+    values_out = dict(peak_step=int(steps[peak_at]), peak_value=sign * peak, final_value=sign * final, start_value=sign * start)
+    if gain < min_rise:
+        return Transience(half_step=None, **values_out, reason=f"the rise from {sign * start:.3g} to {sign * peak:.3g} is smaller than min_rise={min_rise:g}")
+    if peak_at >= n - k:
+        return Transience(half_step=None, **values_out, reason="the peak lies in the last 10% of evaluations: no fall yet")
+    if peak - final < min_loss * gain:
+        return Transience(half_step=None, **values_out, reason=(
+            f"the final level {sign * final:.3g} keeps {(final - start) / gain:.0%} of the gain; a fall loses at least {min_loss:.0%}"))
+    below = np.nonzero(smooth[peak_at:] < peak - 0.5 * gain)[0]
+    return Transience(half_step=int(steps[peak_at + int(below[0])]) if len(below) else None, **values_out)

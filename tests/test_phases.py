@@ -264,3 +264,57 @@ def test_reading_clips_only_the_plateaus_far_side():
     assert down.clip([2.7, 0.9, 0.69, 0.1]).tolist() == pytest.approx([math.log(2), math.log(2), 0.69, 0.1])
     assert up.clip([0.07, 0.3, 0.6]).tolist() == pytest.approx([0.5, 0.5, 0.6])
     assert Reading().clip([0.1, 0.9]).tolist() == [0.1, 0.9]
+
+
+# -- transience: a rise followed by a lasting fall ------------------------------------------------
+
+def _sigmoid(s, at, width):
+    return 1 / (1 + np.exp(-(s - at) / width))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_transience_finds_the_peak_and_the_half_loss_step_of_a_rise_and_fall(seed):
+    from icl_lab.phases import find_transience
+
+    rng = np.random.default_rng(seed)
+    steps = np.arange(0, 20_000, 100)
+    rise_at, fall_at = rng.uniform(2000, 5000), rng.uniform(9000, 14000)
+    gain, kept = rng.uniform(0.4, 0.9), rng.uniform(0.0, 0.3)  # the fall leaves `kept` of the gain
+    clean = 0.1 + gain * _sigmoid(steps, rise_at, 200) - gain * (1 - kept) * _sigmoid(steps, fall_at, 500)
+    found = find_transience(steps, clean + rng.normal(0, 0.02, len(steps)))
+    assert found.transient, found.reason
+    assert rise_at <= found.peak_step <= fall_at  # on the plateau between the rise and the fall
+    assert found.peak_value == pytest.approx(0.1 + gain, abs=0.05)
+    assert found.final_value == pytest.approx(0.1 + gain * kept, abs=0.05)
+    # independent: the clean curve first drops below peak - gain/2 where its fall sigmoid reaches
+    # 1 / (2 (1 - kept)), i.e. at fall_at + 500 ln(p / (1 - p)) with p that fraction
+    p = 1 / (2 * (1 - kept))
+    expected = fall_at + 500 * np.log(p / (1 - p))
+    assert abs(found.half_step - expected) <= 600, (found.half_step, expected)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_no_transience_on_a_rise_that_stays_on_a_plateau_or_on_noise(seed):
+    from icl_lab.phases import find_transience
+
+    rng = np.random.default_rng(100 + seed)
+    steps = np.arange(0, 20_000, 100)
+    rise = 0.1 + 0.8 * _sigmoid(steps, rng.uniform(2000, 12000), 300)
+    for label, curve, sd in (("rise and noise", rise, 0.05), ("plateau only", np.full(len(steps), 0.5), 0.05),
+                             ("noise only", np.full(len(steps), rng.uniform(0.1, 0.9)), 0.1)):
+        found = find_transience(steps, np.clip(curve + rng.normal(0, sd, len(steps)), 0, 1))
+        assert not found.transient, (label, found)
+        assert found.half_step is None and found.reason
+
+
+def test_transience_ignores_a_dip_that_recovers_and_reads_a_loss_downwards():
+    from icl_lab.phases import find_transience
+
+    steps = np.arange(0, 10_000, 50)
+    dip = 0.1 + 0.8 * _sigmoid(steps, 2000, 100) - 0.6 * (np.abs(steps - 6000) < 800)
+    assert not find_transience(steps, dip).transient  # back at its peak by the end
+    loss = 2.0 - 1.5 * _sigmoid(steps, 2000, 100) + 1.2 * _sigmoid(steps, 6000, 300)  # falls, then climbs back
+    found = find_transience(steps, loss, direction="down")
+    assert found.transient and found.peak_value == pytest.approx(0.5, abs=0.02) and found.final_value == pytest.approx(1.7, abs=0.02)
+    assert 5500 <= found.half_step <= 6500
+    assert "too few" in find_transience([0, 1], [0.0, 1.0]).reason

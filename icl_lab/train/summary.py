@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from icl_lab.phases import Reading
+from icl_lab.phases import Reading, find_transience
 from icl_lab.run_config import RunConfig
 from icl_lab.stages import stages_of_run
 from icl_lab.store import load_metrics
@@ -15,13 +15,15 @@ from icl_lab.tasks.base import Milestone
 def summarize(run_dir: Path, config: RunConfig, wall_seconds: float, readings: dict[str, Reading] | None = None,
               milestones: tuple[Milestone, ...] = ()) -> dict[str, Any]:
     """Transitions of the tracked metrics (each read with the task's `readings` entry for it,
-    else phases.Reading()), the first evaluation at which each of the task's `milestones` was
+    else phases.Reading()), whether each rose and then lastingly fell back (`transience`), the first evaluation at which each of the task's `milestones` was
     reached (`first_steps`, by Milestone.key), and the final values of every metric."""
     metrics = load_metrics(run_dir)
-    transitions = {}
+    transitions, transience = {}, {}
     for name in config.track:
         curve = metrics.filter(metrics["metric"] == name).sort("step")
-        found = (readings or {}).get(name, Reading()).find(curve["step"].to_numpy(), curve["value"].to_numpy())
+        reading = (readings or {}).get(name, Reading())
+        found = reading.find(curve["step"].to_numpy(), curve["value"].to_numpy())
+        transience[name] = find_transience(curve["step"].to_numpy(), curve["value"].to_numpy(), direction=reading.direction).to_dict()
         entry = found.to_dict()
         if found.transition_step is not None:
             entry["transition_sequences"] = found.transition_step * config.train.batch_size
@@ -37,6 +39,7 @@ def summarize(run_dir: Path, config: RunConfig, wall_seconds: float, readings: d
     return {
         **({"stages": stages} if stages else {}),
         "transitions": transitions,
+        "transience": transience,  # a rise that later falls back (phases.find_transience), per tracked metric
         "first_steps": first_steps,
         "final": dict(zip(final["metric"].to_list(), final["value"].to_list())),
         "final_step": last_step,
