@@ -23,6 +23,8 @@ BURSTY_MEASURES = (
     "icl_accuracy",
     "iwl_accuracy",
     "label_swap_accuracy",
+    "flip_accuracy",  # with ciwl_accuracy and iwl_accuracy: which strategy answers (tasks/probes.py)
+    "ciwl_accuracy",
     "eval_loss",
     "context_label_accuracy",
     "induction_score",
@@ -207,7 +209,8 @@ _digits(
 
 
 # Singh et al. (ICML 2024): x_a ℓ_a x_b ℓ_b x_q from Gaussian-cluster items (icl_lab/tasks/pairs.py).
-PAIRS_MEASURES = ("icl_accuracy", "eval_loss", "context_label_accuracy", "induction_score", "previous_token_score")
+PAIRS_MEASURES = ("icl_accuracy", "flip_accuracy", "ciwl_accuracy", "iwl_accuracy", "eval_loss", "context_label_accuracy",
+                  "induction_score", "previous_token_score")
 
 
 def _pairs(name: str, description: str, task: PairsConfig, train: TrainConfig) -> Preset:

@@ -159,11 +159,12 @@ def test_make_task_refuses_another_tasks_config():
 
 
 # The measures each task got from its explicit task list before capabilities decided them,
-# plus the measures added since to every transformer task (`llc`, issue 22).
+# plus the measures added since to every transformer task (`llc`, issue 22) and the strategy
+# probes of the tasks with `flip` and `ciwl` sets (issue 23).
 NEW_TRANSFORMER_MEASURES = ["llc"]
 OLD_MEASURES = {
     "bursty": [
-        "icl_accuracy", "iwl_accuracy", "label_swap_accuracy", "eval_loss", "context_label_accuracy",
+        "icl_accuracy", "iwl_accuracy", "label_swap_accuracy", "flip_accuracy", "ciwl_accuracy", "eval_loss", "context_label_accuracy",
         "induction_score", "previous_token_score", "embedding_uniformity", "local_complexity",
         "activation_sparsity", "weight_entropy", "local_circuit_complexity", "htsr",
         "mutual_information", "weight_norm", *NEW_TRANSFORMER_MEASURES,

@@ -6,7 +6,7 @@ import torch
 
 from icl_lab.measures.registry import EvalData, register_measure
 
-BURSTY_SETS = ("icl", "iwl", "label_swap")
+BURSTY_SETS = ("icl", "iwl", "label_swap", "flip", "ciwl")
 
 
 def _accuracy(model, data: EvalData, set_name: str) -> torch.Tensor:
@@ -35,6 +35,23 @@ def label_swap_accuracy(model, data: EvalData) -> dict:
     """Label-swap accuracy: trained classes, every label shifted by a per-sequence s ≠ 0;
     scored against the shifted label, so only use of the context can be right."""
     return {"label_swap_accuracy": _accuracy(model, data, "label_swap")}
+
+
+@register_measure("flip_accuracy", eval_sets=("flip",))
+def flip_accuracy(model, data: EvalData) -> dict:
+    """Flip accuracy (Singh et al. 2025's Flip eval): the query's class and a distractor's
+    trained labels swapped in the context, scored against the label bound to the query's class
+    there. ICL scores 1, IWL and CIWL 0 (they answer the query's own trained label)."""
+    return {"flip_accuracy": _accuracy(model, data, "flip")}
+
+
+@register_measure("ciwl_accuracy", eval_sets=("ciwl",))
+def ciwl_accuracy(model, data: EvalData) -> dict:
+    """CIWL accuracy (their CIWL eval, `iwl_copy_avail`): no item of the query's class in the
+    context, its trained label there bound to another item; scored against that label. IWL and
+    CIWL score 1, ICL only chance among the context labels (read with iwl_accuracy: CIWL alone
+    scores 0 there)."""
+    return {"ciwl_accuracy": _accuracy(model, data, "ciwl")}
 
 
 # The cross-entropy of every set, where each set is scored as a whole: tasks with an `icl` set

@@ -19,6 +19,7 @@ Evaluation sets (fixed, seeded):
   only memory can answer.
 - `label_swap`: trained classes, bursty, every label (context and target) shifted by a random
   s ∈ {1, …, L−1} per sequence: the trained assignment is always wrong, the context right.
+- `flip`, `ciwl`: the strategy probes of tasks/probes.py (ICL vs IWL vs CIWL, Singh et al. 2025).
 
 Where we differ from Reddy's code (all deliberate, see docs/tasks.md):
 - bursty sequences draw their classes from P (as his `datasets_v2.py`), and so does the query;
@@ -40,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from icl_lab.config import ConfigError
+from icl_lab.tasks import probes
 from icl_lab.tasks.base import ModelIO, TaskBatch
 
 
@@ -58,6 +60,9 @@ class BurstyConfig:
     p_novel: float = 0.0  # p_C
     position_slots: int = 0  # 0 = exactly 2N+1 positions, no offset; > 2N+1: random offsets
     eval_size: int = 1024  # sequences per evaluation set
+    # Singh et al. 2025's persistent-ICL data: in training sequences every copy of a class is
+    # one item and the query is an exact copy of it (tasks/probes.py `match_exemplars`)
+    match_exemplars: bool = False
 
     def __post_init__(self) -> None:
         K, L, N, B = self.num_classes, self.num_labels, self.context_pairs, self.burstiness
@@ -117,7 +122,7 @@ class BurstyTask:
 
     name = "bursty"
     input_kind = "continuous"
-    eval_set_names = ("icl", "iwl", "label_swap")
+    eval_set_names = ("icl", "iwl", "label_swap", "flip", "ciwl")
     probe_set = "icl"  # the ability whose emergence the activation measures watch
     milestones = ()
     transition_readings: dict = {}  # the default reading for every tracked metric
@@ -254,16 +259,9 @@ class BurstyTask:
     def _items(self, means: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         return cluster_items(means, self.config.within_class_noise, gen)
 
-    def _assemble(
-        self,
-        context_means: torch.Tensor,  # [b, N, D]
-        query_means: torch.Tensor,  # [b, D]
-        context_labels: torch.Tensor,  # [b, N] label ids
-        target: torch.Tensor,  # [b]
-        context_classes: torch.Tensor,  # [b, N]
-        query_class: torch.Tensor,  # [b]
-        gen: torch.Generator,
-    ) -> TaskBatch:
+    def _assemble(self, context_means: torch.Tensor, query_means: torch.Tensor, context_labels: torch.Tensor,
+                  target: torch.Tensor, context_classes: torch.Tensor, query_class: torch.Tensor, gen: torch.Generator) -> TaskBatch:
+        """Sequences from class means [b, N, D] and [b, D], label ids [b, N], targets [b], classes [b, N] and [b]."""
         c = self.config
         b, N = context_labels.shape
         items = self._items(context_means, gen)
@@ -318,6 +316,10 @@ class BurstyTask:
             L = self.config.num_labels
             context_labels = (context_labels + shift[:, None]) % L
             target = (target + shift) % L
+        return self._assemble_classes(context, query, context_labels, target, gen)
+
+    def _assemble_classes(self, context, query, context_labels, target, gen) -> TaskBatch:
+        """Sequences of trained classes [b, N] and [b] with the labels given."""
         return self._assemble(context_means=self.class_means[context], query_means=self.class_means[query],
                               context_labels=context_labels, target=target, context_classes=context, query_class=query, gen=gen)
 
@@ -330,7 +332,7 @@ class BurstyTask:
             novel = self._novel(batch_size, gen)
             use_novel = torch.rand(batch_size, generator=gen, device=self.device) < c.p_novel
             batch = TaskBatch.where(use_novel, novel, batch)
-        return batch
+        return probes.match_exemplars(batch) if c.match_exemplars else batch
 
     # -- evaluation sets ------------------------------------------------------------------
     def make_generator(self, seed: int) -> torch.Generator:
@@ -348,6 +350,27 @@ class BurstyTask:
         return self._from_classes(context, query, gen, shift=shift)
 
     def iwl_set(self, size: int, gen: torch.Generator, rounds: int = 16) -> TaskBatch:
+        return self._from_classes(*self._iwl_classes(size, gen, rounds), gen)
+
+    def ciwl_set(self, size: int, gen: torch.Generator) -> TaskBatch:
+        """The iwl set's classes with one context slot relabelled with the query's trained label
+        (bound to an item of another class): CIWL and IWL answer it, ICL cannot."""
+        context, query = self._iwl_classes(size, gen)
+        target = self.class_labels[query]
+        labels = probes.relabel_one_slot(self.class_labels[context], target, gen)
+        return self._assemble_classes(context, query, labels, target, gen)
+
+    def flip_set(self, size: int, gen: torch.Generator) -> TaskBatch:
+        """Bursty sequences of max(2, N/B) trained classes with distinct labels, the query's and a
+        distractor's trained labels swapped: ICL answers the distractor's label, IWL and CIWL the
+        query's own (absent from its items). Classes are drawn uniformly, whatever α."""
+        c = self.config
+        drawn = probes.flip_classes(size, c.num_classes, c.num_labels, max(2, c.context_pairs // c.burstiness),
+                                    c.context_pairs, gen, self.device)
+        return self._assemble_classes(drawn["context_classes"], drawn["query_class"], drawn["context_labels"], drawn["target"], gen)
+
+    def _iwl_classes(self, size: int, gen: torch.Generator, rounds: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """[size, N] context classes and [size] query classes, no context class sharing the query's label."""
         c = self.config
         query = self._zipf((size,), gen)
         query_label = self.class_labels[query][:, None]
@@ -359,7 +382,7 @@ class BurstyTask:
             context = torch.where(clash, self._zipf(context.shape, gen), context)
         clash = self.class_labels[context] == query_label
         context = torch.where(clash, (context + 1) % c.num_classes, context)
-        return self._from_classes(context, query, gen)
+        return context, query
 
     def eval_sets(self, size: int | None = None) -> dict[str, TaskBatch]:
         """The fixed evaluation sets (same sequences at every evaluation of a run)."""
@@ -369,4 +392,7 @@ class BurstyTask:
             "icl": self.icl_set(size, gen),
             "iwl": self.iwl_set(size, gen),
             "label_swap": self.label_swap_set(size, gen),
+            # strategy probes (tasks/probes.py), drawn after the sets above so those stay as they were
+            "flip": self.flip_set(size, gen),
+            "ciwl": self.ciwl_set(size, gen),
         }

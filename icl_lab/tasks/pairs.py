@@ -15,9 +15,17 @@ and `held_out_pair_fraction` of them (rounded) are held out: L = 5: 8 training /
 pairs; L = 10: 36 / 9; L = 15: 84 / 21. Classes 0..K−1 are the training classes, K..K+K'−1
 (K' = `held_out_classes`) are never trained on.
 
+`label_binding="per_class"` is Singh et al. 2025's set-up instead: class k always carries label
+k mod L (the two context classes' labels differ), so the weights can learn the answer too and
+ICL competes with in-weights strategies; `match_exemplars` makes the query an exact copy of its
+context item (their persistent-ICL data). The held-out label pairs then matter only to `icl`.
+
 Evaluation sets (fixed, seeded):
 - `icl`: held-out label pairs on held-out classes (pure in-context use of unseen pairs);
-- `trained`: training pairs on training classes (the training distribution).
+- `trained`: the training distribution (training pairs, or classes' own labels, on training classes);
+- `flip`, `ciwl`, `iwl`: the strategy probes of tasks/probes.py (ICL vs IWL vs CIWL), on
+  training classes with their trained labels k mod L (with per-sequence labels nothing is
+  trained to them: ICL reads 1, 1/2, 0 on them).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import torch.nn.functional as F
 
 from icl_lab.config import ConfigError
 from icl_lab.phases import Reading
+from icl_lab.tasks import probes
 from icl_lab.tasks.base import ModelIO, TaskBatch, position_numbers
 from icl_lab.tasks.bursty import BurstyTask, cluster_items
 
@@ -37,6 +46,7 @@ SEQ_LEN = 5  # x_a ℓ_a x_b ℓ_b x_q
 
 
 LABEL_ENCODINGS = ("random", "one_hot")
+LABEL_BINDINGS = ("per_sequence", "per_class")
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,10 @@ class PairsConfig:
     # there), so the input map's column for it is a learned label embedding, as the label
     # tokens of Singh et al.'s model are
     label_encoding: str = "random"
+    # "per_sequence": a label pair drawn afresh per sequence (Singh et al. 2024: no in-weights
+    # solution); "per_class": class k carries label k mod L (Singh et al. 2025, ICL vs CIWL)
+    label_binding: str = "per_sequence"
+    match_exemplars: bool = False  # training queries are exact copies of their context item
 
     def __post_init__(self) -> None:
         if self.num_classes < 2 or self.held_out_classes < 2:
@@ -72,6 +86,10 @@ class PairsConfig:
             )
         if self.label_encoding not in LABEL_ENCODINGS:
             raise ConfigError(f"task.label_encoding {self.label_encoding!r} is not one of {', '.join(LABEL_ENCODINGS)}")
+        if self.label_binding not in LABEL_BINDINGS:
+            raise ConfigError(f"task.label_binding {self.label_binding!r} is not one of {', '.join(LABEL_BINDINGS)}")
+        if self.num_classes < self.num_labels:
+            raise ConfigError(f"task.num_classes={self.num_classes} must be >= task.num_labels={self.num_labels} (every label trained on a class)")
         if self.within_class_noise < 0 or self.dim < 1 or self.eval_size < 1:
             raise ConfigError("task.within_class_noise must be >= 0, task.dim and task.eval_size >= 1")
 
@@ -90,7 +108,7 @@ class PairsTask:
 
     name = "pairs"
     input_kind = "continuous"
-    eval_set_names = ("icl", "trained")
+    eval_set_names = ("icl", "trained", "flip", "ciwl", "iwl")
     probe_set = "icl"
     milestones = ()
     x_axis = "training step"
@@ -164,6 +182,24 @@ class PairsTask:
         context_classes = first_class + torch.stack([a, b], dim=1)  # [b, 2]
         which = self._randint(2, size, gen)[:, None]  # the exemplar the query matches
         query_class = context_classes.gather(1, which)[:, 0]
+        return self._assemble(context_classes, query_class, labels, labels.gather(1, which)[:, 0], gen)
+
+    def per_class_sequences(self, size: int, gen: torch.Generator) -> TaskBatch:
+        """Training classes with their own labels k mod L: a class, a second one whose label
+        differs, in random order; the query matches one of them."""
+        c = self.config
+        a = self._randint(c.num_classes, size, gen)
+        b = probes.classes_with_labels(probes.other_labels(a % c.num_labels, c.num_labels, 1, gen)[:, 0], c.num_classes, c.num_labels, gen)
+        swap = torch.rand(size, generator=gen, device=self.device) < 0.5
+        context_classes = torch.where(swap[:, None], torch.stack([b, a], dim=1), torch.stack([a, b], dim=1))
+        which = self._randint(2, size, gen)[:, None]
+        labels = context_classes % c.num_labels
+        return self._assemble(context_classes, context_classes.gather(1, which)[:, 0], labels, labels.gather(1, which)[:, 0], gen)
+
+    def _assemble(self, context_classes: torch.Tensor, query_class: torch.Tensor, labels: torch.Tensor,
+                  targets: torch.Tensor, gen: torch.Generator) -> TaskBatch:
+        """x_a ℓ_a x_b ℓ_b x_q from classes [b, 2] and [b], label ids [b, 2] and targets [b]."""
+        size = query_class.shape[0]
         noise = self.config.within_class_noise
         extra = (0, self.d_input - self.config.dim)  # one-hot labels: zero label dimensions
         items = F.pad(cluster_items(self.class_means[context_classes], noise, gen), extra)  # [b, 2, d_input]
@@ -173,22 +209,37 @@ class PairsTask:
         return TaskBatch(
             inputs=inputs,
             positions=torch.arange(SEQ_LEN, device=self.device).expand(size, -1),
-            targets=labels.gather(1, which)[:, 0],
+            targets=targets,
             context_labels=labels,
             context_classes=context_classes,
             query_class=query_class,
         )
 
     def sample_batch(self, batch_size: int, gen: torch.Generator) -> TaskBatch:
-        """Training pairs on training classes."""
-        return self.sequences(batch_size, gen, self.train_pairs, 0, self.config.num_classes)
+        """Training pairs (or classes' own labels) on training classes."""
+        c = self.config
+        if c.label_binding == "per_class":
+            batch = self.per_class_sequences(batch_size, gen)
+        else:
+            batch = self.sequences(batch_size, gen, self.train_pairs, 0, c.num_classes)
+        return probes.match_exemplars(batch) if c.match_exemplars else batch
 
     def eval_sets(self, size: int | None = None) -> dict[str, TaskBatch]:
-        """`icl` (held-out pairs, held-out classes) and `trained` (training pairs and classes)."""
+        """`icl` (held-out pairs, held-out classes), `trained` (the training distribution), then
+        the strategy probes `flip`, `ciwl`, `iwl` (drawn after, so the first two are as they were)."""
         c = self.config
         size = size or c.eval_size
         gen = self.make_generator(self._eval_seed)
-        return {
-            "icl": self.sequences(size, gen, self.held_out_pairs, c.num_classes, c.held_out_classes),
-            "trained": self.sequences(size, gen, self.train_pairs, 0, c.num_classes),
-        }
+        sets = {"icl": self.sequences(size, gen, self.held_out_pairs, c.num_classes, c.held_out_classes)}
+        if c.label_binding == "per_class":
+            sets["trained"] = self.per_class_sequences(size, gen)
+        else:
+            sets["trained"] = self.sequences(size, gen, self.train_pairs, 0, c.num_classes)
+        L, K = c.num_labels, c.num_classes
+        flip = probes.flip_classes(size, K, L, 2, 2, gen, self.device)
+        sets["flip"] = self._assemble(flip["context_classes"], flip["query_class"], flip["context_labels"], flip["target"], gen)
+        for name in ("ciwl", "iwl"):
+            drawn = probes.absent_classes(size, K, L, 2, gen, self.device)
+            labels = probes.relabel_one_slot(drawn["context_labels"], drawn["target"], gen) if name == "ciwl" else drawn["context_labels"]
+            sets[name] = self._assemble(drawn["context_classes"], drawn["query_class"], labels, drawn["target"], gen)
+        return sets
