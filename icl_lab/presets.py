@@ -82,6 +82,14 @@ _bursty(
     REFERENCE_TASK, "circuit", REFERENCE_TRAIN,
 )
 _bursty(
+    "transience",
+    "The Reddy grid's K=256, B=4 corner of the reference preset, trained 4x longer: ICL accuracy "
+    "rises to about B/N and falls back as in-weights strategies take over (issue 23; "
+    "`icl-lab experiment transience`). The strategy probes read which strategy answers.",
+    dataclasses.replace(REFERENCE_TASK, num_classes=256), "small",
+    dataclasses.replace(REFERENCE_TRAIN, steps=12_000, eval_every=100, checkpoint_every=2000, checkpoints_per_decade=4),
+)
+_bursty(
     "reddy",
     "Reddy (ICLR 2024): 2 attention layers x 1 head, d_model 128, no LayerNorm, "
     "3-layer ReLU MLP classifier; p_B=1, p_C=0, K=2048, 65 position slots with "

@@ -18,6 +18,7 @@ RUNNERS = {
     "anti-grokking": "icl_lab.experiments.antigrokking",
     "reddy-phases": "icl_lab.experiments.reddy",
     "llc-stages": "icl_lab.experiments.llc_stages",
+    "transience": "icl_lab.experiments.transience",
 }
 # the options beyond seeds/steps/--set each experiment takes (checked before any run), and
 # its default preset
@@ -26,9 +27,10 @@ OPTIONS = {
     "reddy-phases": {"preset": "bursty/small", "grid": None, "group_size": None},
     "anti-grokking": {},
     "llc-stages": {"preset": "bursty/small", "conditions": None, "group_size": None, "workers": None, "llc_from": 10},
+    "transience": {"preset": "bursty/transience", "conditions": None, "group_size": None, "hold_from": None},
 }
 FLAGS = {"preset": "--preset", "conditions": "--conditions", "grid": "--grid", "group_size": "--group-size",
-         "workers": "--workers", "llc_from": "--llc-from"}
+         "workers": "--workers", "llc_from": "--llc-from", "hold_from": "--hold-from"}
 
 
 HELP = "run a paper reproduction"
@@ -55,9 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset", default=None,
         help="singh-clamps: TASK/NAME, or NAME of a pairs preset (default pairs/cpu; bursty/small: the bursty-task "
-        "conditions); reddy-phases: a bursty preset (default bursty/small); llc-stages: bursty/small (default) or pairs/cpu",
+        "conditions); reddy-phases: a bursty preset (default bursty/small); llc-stages: bursty/small (default) or pairs/cpu; "
+        "transience: a bursty or pairs preset (default bursty/transience)",
     )
-    parser.add_argument("--conditions", type=names, default=None, help="singh-clamps, llc-stages: comma-separated conditions (default all; singh-clamps adds baselines)")
+    parser.add_argument("--conditions", type=names, default=None, help="singh-clamps, llc-stages, transience: comma-separated conditions (default all; singh-clamps adds baselines)")
     parser.add_argument(
         "--grid", type=grid_axis, action="append", default=None, metavar="KEY=V1,V2,...",
         help="reddy-phases: replace one axis of the grid (task.num_classes, default 256,512,1024,2048,8192; "
@@ -65,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--group-size", type=count, default=None, metavar="M",
-        help="singh-clamps, reddy-phases, llc-stages: train at most M runs of the grid together as one batched group "
+        help="singh-clamps, reddy-phases, llc-stages, transience: train at most M runs of the grid together as one batched group "
         "(default: every run that shares the model's shapes; 1: one run at a time)",
     )
     parser.add_argument(
@@ -75,6 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--llc-from", dest="llc_from", type=count, default=None, metavar="STEP",
         help="llc-stages: the first checkpoint step whose LLC is estimated (default 10)",
+    )
+    parser.add_argument(
+        "--hold-from", dest="hold_from", type=count, default=None, metavar="STEP",
+        help="transience: the step from which hold_induction holds the head (default: each seed's ICL peak in its unclamped run)",
     )
     parser.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
@@ -87,7 +94,8 @@ def continue_command(args: argparse.Namespace, out: Path) -> str:
     keeps the finished runs and resumes the stopped ones (their status.json names it)."""
     words = ["icl-lab", "experiment", args.name, "--out", str(out), "--seeds", ",".join(map(str, args.seeds))]
     chosen = {"--steps": args.steps, "--device": None if args.device == "auto" else args.device, "--preset": args.preset,
-              "--conditions": ",".join(args.conditions) if args.conditions else None, "--group-size": args.group_size, "--llc-from": args.llc_from}
+              "--conditions": ",".join(args.conditions) if args.conditions else None, "--group-size": args.group_size, "--llc-from": args.llc_from,
+              "--hold-from": args.hold_from}
     words += [word for flag, value in chosen.items() if value is not None for word in (flag, str(value))]
     words += [word for key, values in (args.grid or []) for word in ("--grid", f"{key}={','.join(map(str, values))}")]
     words += [word for item in args.sets for word in ("--set", item)]
@@ -98,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_folder("--out", Path(args.out or f"runs/{args.name}"))
     overrides = {**parse_sets(args.sets), "device": args.device}
     given = {"preset": args.preset, "conditions": args.conditions, "group_size": args.group_size,
-             "grid": dict(args.grid) if args.grid else None, "workers": args.workers, "llc_from": args.llc_from}
+             "grid": dict(args.grid) if args.grid else None, "workers": args.workers, "llc_from": args.llc_from,
+             "hold_from": args.hold_from}
     options = {}
     for option, value in given.items():
         if option in OPTIONS[args.name]:
