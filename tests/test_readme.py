@@ -125,11 +125,20 @@ def test_readme_examples_run_top_to_bottom_in_a_fresh_folder(tmp_path, monkeypat
     each example found what the one before produced. Shortened, as documented here: every
     preset is patched to 20 steps (shortened_presets), so this checks the chain, not the
     learning; test_readme_api_examples_run_and_show_the_icl_transition checks the learning."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the CLI's thread count
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the Python examples' (CI shares 2 cores)
+    shortened_presets(monkeypatch, 20)
+    try:
+        run_in_order(tmp_path, capsys)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_in_order(tmp_path, capsys) -> None:
     from icl_lab.cli import main
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    shortened_presets(monkeypatch, 20)
     namespace: dict = {}
     ran = []
     for language, text in blocks():
