@@ -83,7 +83,7 @@ def threads(text: str) -> int:
 
 
 # The default thread policy, from benchmarks/threads.py (bursty/small, 2 idle cores, figures in
-# the README): with OpenMP's default spinning, two 2-thread runs side by side fell to 0.14x of
+# docs/performance.md): with OpenMP's default spinning, two 2-thread runs side by side fell to 0.14x of
 # one 1-thread run; icl-lab sets OMP_WAIT_POLICY=PASSIVE (icl_lab/openmp.py), after which a
 # lone run gains 1.23x from its second thread and two 2-thread runs together lose 4% against
 # two 1-thread runs. So a run and an experiment take torch's own count (the cores), and a sweep

@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 from icl_lab.cli.arguments import THREADS_HELP, UsageError, check_output_folder, comma_list, count, cpu_threads, device, names, seed, threads
+from icl_lab.cli.run_names import run_name, set_items
 from icl_lab.cli.train import parse_sets
 from icl_lab.experiments import EXPERIMENTS
 
@@ -49,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", choices=sorted(RUNNERS), help="which experiment")
     parser.add_argument("--seeds", type=comma_list(seed, "seeds"), default=[0, 1, 2], help="comma-separated seeds (default 0,1,2)")
     parser.add_argument("--steps", type=count, default=None, help="steps per run (default: the preset's)")
-    parser.add_argument("--out", default=None, help="directory for its runs and table (default runs/<name>)")
+    parser.add_argument("--out", default=None, help="directory for its runs and table (default runs/<name>, with what --preset, --steps "
+                        "and --set change, e.g. runs/reddy-phases-steps=500)")
     parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=threads, default=None, metavar="N",
                         help=THREADS_HELP.format(default="the cores (the runs train as batched groups, whose ops are M times a run's)"))
@@ -102,8 +104,17 @@ def continue_command(args: argparse.Namespace, out: Path) -> str:
     return shlex.join(words)
 
 
+def default_out(args: argparse.Namespace) -> str:
+    """runs/<name>[-<what --preset, --steps and --set change>]: an experiment run again with
+    other seeds, conditions or grid values shares its folder (the finished runs are kept), one
+    whose runs differ gets its own (icl_lab/cli/run_names.py)."""
+    preset = [f"preset={args.preset}"] if args.preset is not None else []
+    steps = [f"train.steps={args.steps}"] if args.steps is not None else []
+    return f"runs/{run_name(args.name, preset + set_items([*args.sets, *steps], skip=('seed', 'device')))}"
+
+
 def run(args: argparse.Namespace) -> int:
-    out = check_output_folder("--out", Path(args.out or f"runs/{args.name}"))
+    out = check_output_folder("--out", Path(args.out or default_out(args)))
     overrides = {**parse_sets(args.sets), "device": args.device}
     given = {"preset": args.preset, "conditions": args.conditions, "group_size": args.group_size,
              "grid": dict(args.grid) if args.grid else None, "workers": args.workers, "llc_from": args.llc_from,

@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from icl_lab.cli.arguments import UsageError, check_output_folder, comma_list, count, device, finite_float, seed
+from icl_lab.cli.run_names import run_name
 from icl_lab.config import ConfigError
 from icl_lab.store import check_new_run_dir
 
@@ -28,9 +29,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agop-power", type=finite_float, default=0.5, help="M ← AGOP^power (default 1/2)")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the train/test split")
     parser.add_argument("--device", type=device, default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--out", default=None, help="run directory (default runs/rfm-<op>-p<p>-seed<S>)")
+    parser.add_argument("--out", default=None, help="run directory (default runs/rfm-<op>-p<p>-seed<S>, with the options that differ from "
+                        "their defaults before the seed, e.g. runs/rfm-add-p61-frac=0.3-seed0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+# options whose non-default values the default folder name carries (op, p and seed are in it already)
+NAMED_OPTIONS = {"train_frac": "frac", "train_fracs": "fracs", "iters": "iters", "kernel": "kernel",
+                 "bandwidth": "bandwidth", "ridge": "ridge", "agop_power": "agop_power"}
+
+
+def default_out(args: argparse.Namespace) -> str:
+    """runs/rfm-<op>-p<p>[-<options that differ from their defaults>]-seed<S>, e.g.
+    runs/rfm-add-p61-frac=0.3-seed0 (icl_lab/cli/run_names.py)."""
+    defaults = argparse.ArgumentParser()
+    add_arguments(defaults)
+    items = []
+    for option, label in NAMED_OPTIONS.items():
+        value = getattr(args, option)
+        if value != defaults.get_default(option):
+            items.append(f"{label}={','.join(map(str, value)) if isinstance(value, list) else value}")
+    return f"runs/{run_name(f'rfm-{args.op}-p{args.p}', items, f'seed{args.seed}')}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         bandwidth=args.bandwidth, ridge=args.ridge, agop_power=args.agop_power,
         iters=args.iters, seed=args.seed, device=args.device,
     )
-    out = Path(args.out or f"runs/rfm-{args.op}-p{args.p}-seed{args.seed}")
+    out = Path(args.out or default_out(args))
     if args.train_fracs:
         from icl_lab.experiments.rfm import run_fractions
 

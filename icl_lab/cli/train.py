@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 
 from icl_lab.cli.arguments import SINGLE_RUN_DEFAULT, SINGLE_RUN_THREADS, THREADS_HELP, UsageError, count, cpu_threads, device, seed, stops_resumably, threads
+from icl_lab.cli.run_names import intervention_stems, run_name, set_items
 from icl_lab.config import parse_cli_value
 from icl_lab.presets import default_preset, get_preset
 from icl_lab.provenance import resolve_device
@@ -27,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=seed, default=None, help="seed for data, model and evaluation sets (default 0)")
     parser.add_argument("--device", type=device, default=None, help="auto (the default: CUDA when present, else CPU), cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=threads, default=None, metavar="N", help=THREADS_HELP.format(default=SINGLE_RUN_DEFAULT))
-    parser.add_argument("--out", default=None, help="run directory (default: runs/<task>-<preset>-seed<S>)")
+    parser.add_argument("--out", default=None, help="run directory (default: runs/<task>-<preset>-seed<S>, with what --steps, --set and "
+                        "--intervention change before the seed, e.g. runs/modular-cpu-op=mul-seed0)")
     parser.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
         help="override one config field, e.g. task.num_classes=512, train.lr=1e-3, model.n_heads=4 "
@@ -67,8 +69,16 @@ def plan(args: argparse.Namespace):
 
         specs = [spec for path in args.interventions for spec in load_interventions(path)]
         config = dataclasses.replace(config, interventions=config.interventions + tuple(specs))
-    out = check_new_run_dir(args.out or f"runs/{args.task}-{preset.name}-seed{config.seed}", args.overwrite)
+    out = check_new_run_dir(args.out or default_out(args, preset.name, config.seed), args.overwrite)
     return config, out
+
+
+def default_out(args: argparse.Namespace, preset: str, seed: int) -> str:
+    """runs/<task>-<preset>[-<what --steps, --set and --intervention change>]-seed<S>
+    (icl_lab/cli/run_names.py): commands that differ get different folders."""
+    sets = [*args.sets, *([f"train.steps={args.steps}"] if args.steps is not None else [])]
+    items = set_items(sets, skip=("seed", "device")) + intervention_stems(args.interventions)
+    return f"runs/{run_name(f'{args.task}-{preset}', items, f'seed{seed}')}"
 
 
 def run(args: argparse.Namespace) -> int:
