@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 from icl_lab.cli.arguments import UsageError, check_output_folder, comma_list, count, device, finite_float, seed
+from icl_lab.cli.export import add_log_arguments, logging_to
 from icl_lab.config import ConfigError
 from icl_lab.store import check_new_run_dir
 
@@ -31,9 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="run directory (default runs/rfm-<op>-p<p>-seed<S>)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_log_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    with logging_to(args):  # --log: checked before anything starts
+        return run_verb(args)
+
+
+def run_verb(args: argparse.Namespace) -> int:
     from icl_lab.rfm.machine import RFMConfig, run_rfm
 
     config = RFMConfig(
