@@ -102,10 +102,12 @@ def read_tensorboard(folder: Path) -> list[tuple[int, str, float]]:
 
 def read_wandb(folder: Path, key: str) -> list[tuple[int, str, float]]:
     """The history records of the offline run's .wandb log, as W&B's own inspector prints them."""
-    (log,) = sorted(folder.glob(f"wandb/offline-run-*-{key}/run-{key}.wandb"))
+    logs = sorted(folder.glob(f"wandb/offline-run-*-{key}/run-{key}.wandb"))  # a resumed run: one per part
+    assert logs, f"no offline W&B run {key} in {folder}"
     wandb_cli = Path(sys.executable).with_name("wandb")
-    lines = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(log)], check=True, capture_output=True,
-                           text=True, timeout=120).stdout.splitlines()
+    lines = [line for log in logs for line in subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--json", str(log)], check=True, capture_output=True, text=True,
+        timeout=120).stdout.splitlines()]
     rows = []
     for record in map(json.loads, lines):
         if record.get("type") == "history":
@@ -258,11 +260,30 @@ def test_resumed_run_mirrors_only_new_steps(tmp_path, monkeypatch):
 
     config = tiny_config("bursty").with_overrides({"train.steps": 9, "train.checkpoint_every": 4})
     run_dir, live = tmp_path / "run", tmp_path / "live"
-    with mirror_metrics(["tensorboard"], live):
+    with mirror_metrics(BACKENDS, live):
+        # evaluations at 0, 3, 6, 9, checkpoints at 0, 4: stopped in step 8, it resumes from 4
+        # and evaluates step 6 again, which the trackers already hold
         interrupt_training_at(monkeypatch, 8)
         with pytest.raises(KeyboardInterrupt):
             train(config, run_dir, progress=False)
         monkeypatch.undo()
         assert json.loads((run_dir / "status.json").read_text())["state"] == "stopped"
         train(config, run_dir, progress=False, resume=True)
-    check_values(read_back("tensorboard", live / "tensorboard", run_dir), run_dir, "tensorboard")
+    assert {s for s, _ in stored(run_dir)} == {0, 3, 6, 9}
+    for backend in BACKENDS:
+        check_values(read_back(backend, live / backend, run_dir), run_dir, backend)
+
+
+@pytest.mark.slow
+def test_a_run_started_again_replaces_its_tracker_copy(tmp_path):
+    """--overwrite with --log: the trackers hold the new run's rows only."""
+    from icl_lab.rfm import RFMConfig, run_rfm
+
+    run_dir, live = tmp_path / "rfm", tmp_path / "live"
+    with mirror_metrics(BACKENDS, live):
+        run_rfm(RFMConfig(p=7, op="add", train_fraction=0.5, iters=4, device="cpu"), run_dir, progress=False)
+        first = stored(run_dir)
+        run_rfm(RFMConfig(p=5, op="add", train_fraction=0.5, iters=2, device="cpu"), run_dir, progress=False, overwrite=True)
+    assert stored(run_dir) != first
+    for backend in BACKENDS:
+        check_values(read_back(backend, live / backend, run_dir), run_dir, backend)

@@ -39,6 +39,10 @@ def check_exportable(run_dir: str | Path) -> None:
     run_dir = Path(run_dir)
     try:
         read_config(run_dir)
+    except RunError as err:
+        hint = f" (a folder of runs? name them: {run_dir / 'runs'}/*)" if (run_dir / "runs").is_dir() else ""
+        raise TrackingError(f"{err}{hint}; nothing was exported") from None
+    try:
         holder = RunLock.holder(run_dir)
         if holder is not None and holder.alive():
             raise TrackingError(f"run {run_dir} is running ({holder.describe()} holds it); export it when it ends; nothing was exported")

@@ -1,9 +1,11 @@
 """TensorBoard: event files in FOLDER/<key>/ (`tensorboard --logdir FOLDER`). Scalars are
-stored as float32, TensorBoard's scalar type; the config is a text summary at step 0."""
+stored as float32, TensorBoard's scalar type; the config is a text summary at step 0. A run
+started again from scratch replaces its folder; a resumed one adds an event file to it."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,8 @@ class TensorBoardTracker:
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = log_dir
+        if not resume and log_dir.is_dir():  # a run started again (--overwrite): its old events would mix in
+            shutil.rmtree(log_dir)
         self.writer = SummaryWriter(log_dir=str(log_dir), flush_secs=3600)  # flushed at each evaluation
         if not resume:
             self.writer.add_text("config", "```\n" + json.dumps(config, indent=1, default=str) + "\n```", 0)

@@ -1,5 +1,6 @@
 """trackio: its local store, FOLDER/icl-lab.db (SQLite; `TRACKIO_DIR=FOLDER trackio show`),
-one trackio run per lab run in the project `icl-lab`. No Space, server or bucket is used.
+one trackio run per lab run in the project `icl-lab`. No Space, server or bucket is used. A
+run started again from scratch replaces its rows; a resumed one appends (`resume="allow"`).
 
 trackio keeps its store folder in a module constant read when it is imported (TRACKIO_DIR);
 `use_store` points every loaded trackio module at the folder, so one process can write to
@@ -40,6 +41,10 @@ class TrackioTracker:
         use_store(folder)
         import trackio
 
+        if not resume and key in run_names(folder):  # a run started again (--overwrite) replaces its rows
+            from trackio.sqlite_storage import SQLiteStorage
+
+            SQLiteStorage.delete_run(PROJECT, key)
         with contextlib.redirect_stdout(io.StringIO()):  # its banner (dashboard hints) is not ours to print
             self.run = trackio.init(project=PROJECT, name=key, config=config, embed=False, auto_log_cpu=False,
                                     auto_log_gpu=False, resume="allow" if resume else "never")

@@ -1,11 +1,14 @@
 """Weights & Biases, offline: a run folder FOLDER/wandb/offline-run-<time>-<key>/ holding the
 `.wandb` transaction log (`wandb sync` uploads it later, if ever). The run never asks for a
 login or reaches the network. Each row is logged with its training step as the `step` metric
-(`define_metric("*", step_metric="step")`), so rows added at earlier steps are kept."""
+(`define_metric("*", step_metric="step")`), so rows added at earlier steps are kept. A run
+started again from scratch replaces its offline run; a resumed one adds a part with the same
+id (`resume="allow"`), which `wandb sync` joins."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,9 @@ class WandbTracker:
         import wandb
 
         folder.mkdir(parents=True, exist_ok=True)
+        if not resume:  # a run started again (--overwrite): its old offline run has the same id
+            for old in exported_entries(folder, key):
+                shutil.rmtree(old)
         settings = wandb.Settings(console="off", x_disable_stats=True, x_disable_meta=True, save_code=False,
                                   disable_git=True, silent=True)
         self.run = wandb.init(project=PROJECT, name=run_name, id=key, dir=str(folder), mode="offline", config=config,
