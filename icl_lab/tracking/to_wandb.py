@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,10 @@ class WandbTracker:
         if not resume:  # a run started again (--overwrite): its old offline run has the same id
             for old in exported_entries(folder, key):
                 shutil.rmtree(old)
+        # W&B names a run's folder by its start second: a part resumed within the same second
+        # as the last one would write into that part's folder (and lose its rows)
+        while (folder / "wandb" / f"offline-run-{datetime.now():%Y%m%d_%H%M%S}-{key}").exists():
+            time.sleep(0.05)
         settings = wandb.Settings(console="off", x_disable_stats=True, x_disable_meta=True, save_code=False,
                                   disable_git=True, silent=True)
         self.run = wandb.init(project=PROJECT, name=run_name, id=key, dir=str(folder), mode="offline", config=config,
