@@ -249,7 +249,23 @@ def test_cli_export_twice_is_refused_and_run_unchanged(small_runs, tmp_path, cap
         main(["export", str(run_dirs["rfm"]), "--to", "tensorboard", "--dest", str(tmp_path / "tb")])
     assert stop.value.code == 2 and "already exported" in capsys.readouterr().err
     assert tree_digest(run_dirs["rfm"]) == before
-    assert export_run  # the one-run form is the public name documented in docs/tracking.md
+
+
+@pytest.mark.parametrize("backend", ["tensorboard", "trackio"])
+def test_replace_exports_rows_added_since(small_runs, tmp_path, backend):
+    """Rows added after an export (as `icl-lab measure` adds them) reach the tracker with
+    --replace, each once; without it the second export is refused."""
+    from icl_lab.store import append_metrics
+
+    run_dir = copy_run(small_runs["rfm"], tmp_path / "copy")
+    export_run(run_dir, backend, tmp_path / backend)
+    append_metrics(run_dir, [(0, "added_later", 0.25), (2, "added_later", 0.5)])
+    with pytest.raises(TrackingError, match="already exported"):
+        export_run(run_dir, backend, tmp_path / backend)
+    export_run(run_dir, backend, tmp_path / backend, replace=True)
+    rows = read_back(backend, tmp_path / backend, run_dir)
+    assert (2, "added_later", 0.5) in rows
+    check_values(rows, run_dir, backend)
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@
     icl-lab experiment singh-clamps|reddy-phases|anti-grokking [--seeds 0,1,2] [--steps N] [--out DIR] [--device D]
                        [--threads N] [--preset P] [--set KEY=VALUE ...] [--conditions C,...] [--grid KEY=V,...]
                        [--group-size M]
-    icl-lab export RUN... --to tensorboard|wandb|trackio [--dest DIR]
+    icl-lab export RUN... --to tensorboard|wandb|trackio [--dest DIR] [--replace]
 
 train, resume, rfm, sweep and experiment take `--log BACKEND[,BACKEND] [--log-dir DIR]`: each
 run's metrics mirrored to trackers as they are written, offline (icl_lab.tracking).

@@ -1,4 +1,4 @@
-"""`icl-lab export RUN... --to tensorboard|wandb|trackio [--dest DIR]`: runs' metrics into a
+"""`icl-lab export RUN... --to tensorboard|wandb|trackio [--dest DIR] [--replace]`: runs' metrics into a
 tracker, offline; and `--log` (`add_log_arguments`, `logging_to`), the same trackers
 mirrored live by the verbs that train."""
 
@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
     parser.add_argument("--to", required=True, metavar="BACKEND", help=f"the tracker: {', '.join(BACKENDS)}")
     parser.add_argument("--dest", default=None, help="where the export goes (default runs/tracking/<backend>)")
+    parser.add_argument("--replace", action="store_true", help="replace the runs' earlier exports in --dest (else refused)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     backend = parse_backends([args.to])[0]  # the name and the extra, before the runs are read
     dest = args.dest if args.dest is not None else default_destination(backend)
-    placed = export_runs(args.runs, backend, dest)
+    placed = export_runs(args.runs, backend, dest, replace=args.replace)
     for run_dir, where in zip(args.runs, placed):
         print(f"{run_dir} -> {where}")
     print(f"exported {len(args.runs)} run(s) to {backend} in {dest} (offline)")

@@ -79,10 +79,13 @@ def write_run(run_dir: Path, backend: str, folder: Path) -> None:
         tracker.close()
 
 
-def export_runs(run_dirs: Iterable[str | Path], backend: str, dest: str | Path | None = None) -> list[Path]:
+def export_runs(run_dirs: Iterable[str | Path], backend: str, dest: str | Path | None = None, *,
+                replace: bool = False) -> list[Path]:
     """Export each run's metrics to `backend` under `dest` (default runs/tracking/<backend>);
     returns where each run went. All or nothing: every run is checked first, then written into
-    a staging folder, then moved into place."""
+    a staging folder, then moved into place. A run already in `dest` is refused, or with
+    `replace` its earlier copy is replaced once the new one is staged (rows added since by
+    `icl-lab measure`, say)."""
     parse_backends([backend])
     runs = [Path(r) for r in run_dirs]
     dest = Path(dest) if dest is not None else default_destination(backend)
@@ -93,8 +96,9 @@ def export_runs(run_dirs: Iterable[str | Path], backend: str, dest: str | Path |
         check_exportable(run)
     for run, key in zip(runs, keys):
         there = already_exported(backend, key, dest)
-        if there is not None:
-            raise TrackingError(f"run {run} is already exported to {there}; remove it or choose another --dest; nothing was exported")
+        if there is not None and not replace:
+            raise TrackingError(f"run {run} is already exported to {there}; pass --replace to replace it, or choose "
+                                "another --dest; nothing was exported")
     dest.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=dest))
     try:
@@ -115,18 +119,20 @@ def move_into_place(backend: str, runs: list[Path], keys: list[str], staging: Pa
             (staging / store.name).rename(store)
         else:
             for run in runs:
-                write_run(run, backend, dest)
+                write_run(run, backend, dest)  # a fresh trackio run replaces one of the same name
         return [store] * len(runs)
     placed = []
     for key in keys:
         for entry in backend_module(backend).exported_entries(staging, key):
             target = dest / entry.relative_to(staging)
             target.parent.mkdir(parents=True, exist_ok=True)
+            for old in backend_module(backend).exported_entries(dest, key):  # only with replace (checked above)
+                shutil.rmtree(old)
             entry.rename(target)
             placed.append(target)
     return placed
 
 
-def export_run(run_dir: str | Path, backend: str, dest: str | Path | None = None) -> Path:
+def export_run(run_dir: str | Path, backend: str, dest: str | Path | None = None, *, replace: bool = False) -> Path:
     """Export one run (see `export_runs`); returns where it went."""
-    return export_runs([run_dir], backend, dest)[0]
+    return export_runs([run_dir], backend, dest, replace=replace)[0]

@@ -34,6 +34,7 @@ def open(run_name: str, key: str, config: dict[str, Any], folder: Path, *, resum
     return TensorBoardTracker(folder / key, config, resume)
 
 
-def exported_entries(staging: Path, key: str) -> list[Path]:
-    """What an export into `staging` made, each to be moved to the same name in the destination."""
-    return [staging / key]
+def exported_entries(folder: Path, key: str) -> list[Path]:
+    """Run `key`'s entries in `folder` (an export's staging folder: each is moved to the same
+    name in the destination)."""
+    return [folder / key] if (folder / key).is_dir() else []

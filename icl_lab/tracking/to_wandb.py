@@ -51,6 +51,7 @@ def open(run_name: str, key: str, config: dict[str, Any], folder: Path, *, resum
     return WandbTracker(run_name, key, config, folder, resume)
 
 
-def exported_entries(staging: Path, key: str) -> list[Path]:
-    """The offline run folder an export made (the `latest-run` and log links beside it are not kept)."""
-    return sorted((staging / "wandb").glob(f"offline-run-*-{key}"))
+def exported_entries(folder: Path, key: str) -> list[Path]:
+    """Run `key`'s offline run folders in `folder` (in an export's staging folder, the one it
+    made; the `latest-run` and log links beside it are not kept)."""
+    return sorted((folder / "wandb").glob(f"offline-run-*-{key}"))
