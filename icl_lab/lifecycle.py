@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from icl_lab.store import RunWriter
+from icl_lab.tracking.live import live_mirror
 
 # the command that continues the runs started in this context (None: `icl-lab resume RUN`)
 _continue_command: ContextVar[str | None] = ContextVar("continue_command", default=None)
@@ -56,11 +57,18 @@ def continue_advice(run_dir: str | Path, verb: str) -> str:
 
 
 class RunLifecycle:
-    def __init__(self, writer: RunWriter):
+    def __init__(self, writer: RunWriter, *, resume: bool = False):
         self.writer = writer
         self.started = time.perf_counter()
         self.finished = False
         self.advice = continue_advice(writer.dir, writer.lock.verb)  # read now: the block may end outside the context
+        try:  # `--log`: the run's metric rows mirrored to trackers as they are flushed
+            self.mirror = live_mirror(writer.dir, writer.rows, resume=resume)
+        except BaseException:
+            writer.close()
+            raise
+        if self.mirror is not None:
+            writer.listeners.append(self.mirror.send)
 
     @classmethod
     def start(cls, out: str | Path, record: dict[str, Any], *, verb: str, overwrite: bool = False) -> RunLifecycle:
@@ -68,7 +76,7 @@ class RunLifecycle:
 
     @classmethod
     def resume(cls, out: str | Path, *, verb: str) -> RunLifecycle:
-        return cls(RunWriter.reopen(out, verb=verb))
+        return cls(RunWriter.reopen(out, verb=verb), resume=True)
 
     @property
     def wall_seconds(self) -> float:
@@ -95,4 +103,8 @@ class RunLifecycle:
                                            wall_seconds=self.wall_seconds)
                     err.failed_run = self.writer.dir  # the CLI says so in one line; status.json keeps the traceback
         finally:
-            self.writer.close()
+            try:
+                if self.mirror is not None:
+                    self.mirror.close()
+            finally:
+                self.writer.close()

@@ -12,6 +12,10 @@
     icl-lab experiment singh-clamps|reddy-phases|anti-grokking [--seeds 0,1,2] [--steps N] [--out DIR] [--device D]
                        [--threads N] [--preset P] [--set KEY=VALUE ...] [--conditions C,...] [--grid KEY=V,...]
                        [--group-size M]
+    icl-lab export RUN... --to tensorboard|wandb|trackio [--dest DIR] [--replace]
+
+train, resume, rfm, sweep and experiment take `--log BACKEND[,BACKEND] [--log-dir DIR]`: each
+run's metrics mirrored to trackers as they are written, offline (icl_lab.tracking).
 
 Every argument is checked before any work starts: a bad value exits with code 2 and one line
 `icl-lab VERB: error: ...` naming it and the valid choices, with nothing written. `--help`,
@@ -30,7 +34,7 @@ import argparse
 import shlex
 import sys
 
-from icl_lab.cli import ablate, experiment, measure, patch, presets, resume, rfm, sweep, train
+from icl_lab.cli import ablate, experiment, export, measure, patch, presets, resume, rfm, sweep, train
 from icl_lab.cli.arguments import Interrupted
 from icl_lab.config import ConfigError
 from icl_lab.openmp import prefer_passive_openmp
@@ -47,6 +51,7 @@ VERBS = {
     "measure": measure,
     "sweep": sweep,
     "experiment": experiment,
+    "export": export,
 }
 
 

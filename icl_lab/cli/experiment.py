@@ -9,6 +9,7 @@ from pathlib import Path
 
 from icl_lab.cli.arguments import THREADS_HELP, UsageError, check_output_folder, comma_list, count, cpu_threads, device, names, seed, threads
 from icl_lab.cli.run_names import run_name, set_items
+from icl_lab.cli.export import add_log_arguments, logging_to
 from icl_lab.cli.train import parse_sets
 from icl_lab.experiments import EXPERIMENTS
 
@@ -89,6 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
         help="override one config field of every run, e.g. train.lr=1e-3 or llc.num_draws=400; repeatable",
     )
+    add_log_arguments(parser)
 
 
 def continue_command(args: argparse.Namespace, out: Path) -> str:
@@ -114,6 +116,11 @@ def default_out(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    with logging_to(args):  # --log: checked before anything starts
+        return run_verb(args)
+
+
+def run_verb(args: argparse.Namespace) -> int:
     out = check_output_folder("--out", Path(args.out or default_out(args)))
     overrides = {**parse_sets(args.sets), "device": args.device}
     given = {"preset": args.preset, "conditions": args.conditions, "group_size": args.group_size,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from icl_lab.checkpoints import run_config_of
 from icl_lab.cli.arguments import SINGLE_RUN_DEFAULT, SINGLE_RUN_THREADS, THREADS_HELP, cpu_threads, stops_resumably, threads
+from icl_lab.cli.export import add_log_arguments, logging_to
 from icl_lab.store import check_run, intact_state_steps, read_status
 
 
@@ -27,9 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, metavar="N",
                         help="train on to N steps, more than the run's configured length (constant schedules only)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_log_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    with logging_to(args):  # --log: checked before anything starts
+        return run_verb(args)
+
+
+def run_verb(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
     config = run_config_of(run_dir)  # RunError: not a run, or a corrupt config.json
     check_run(run_dir)  # every file of the run readable, or one line naming the bad one

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from icl_lab.cli.arguments import UsageError, check_output_folder, comma_list, count, device, finite_float, seed
 from icl_lab.cli.run_names import run_name
+from icl_lab.cli.export import add_log_arguments, logging_to
 from icl_lab.config import ConfigError
 from icl_lab.store import check_new_run_dir
 
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "their defaults before the seed, e.g. runs/rfm-add-p61-frac=0.3-seed0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_log_arguments(parser)
 
 
 # options whose non-default values the default folder name carries (op, p and seed are in it already)
@@ -54,6 +56,11 @@ def default_out(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    with logging_to(args):  # --log: checked before anything starts
+        return run_verb(args)
+
+
+def run_verb(args: argparse.Namespace) -> int:
     from icl_lab.rfm.machine import RFMConfig, run_rfm
 
     config = RFMConfig(

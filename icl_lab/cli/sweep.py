@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from icl_lab.cli.arguments import UsageError, check_output_folder, count, threads
+from icl_lab.cli.export import add_log_arguments, logging_to
 
 
 HELP = "run a grid of runs from a TOML file, in parallel, resumable"
@@ -31,9 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "workers (OMP_NUM_THREADS, when set, in place of the cores). Recorded in each run's config.json")
     parser.add_argument("--retry-failed", action="store_true", help="continue the runs recorded as failed (from their newest intact checkpoint, else from the start)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_log_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    with logging_to(args):  # --log: checked before anything starts
+        return run_verb(args)
+
+
+def run_verb(args: argparse.Namespace) -> int:
     import polars as pl
 
     from icl_lab.sweep import SweepInterrupted, load_sweep, run_sweep, sweep_outcome

@@ -7,6 +7,7 @@ import dataclasses
 
 from icl_lab.cli.arguments import SINGLE_RUN_DEFAULT, SINGLE_RUN_THREADS, THREADS_HELP, UsageError, count, cpu_threads, device, seed, stops_resumably, threads
 from icl_lab.cli.run_names import intervention_stems, run_name, set_items
+from icl_lab.cli.export import add_log_arguments, logging_to
 from icl_lab.config import parse_cli_value
 from icl_lab.presets import default_preset, get_preset
 from icl_lab.provenance import resolve_device
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_log_arguments(parser)
 
 
 def parse_sets(pairs: list[str]) -> dict[str, object]:
@@ -82,6 +84,11 @@ def default_out(args: argparse.Namespace, preset: str, seed: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    with logging_to(args):  # --log: checked before anything starts
+        return run_verb(args)
+
+
+def run_verb(args: argparse.Namespace) -> int:
     config, out = plan(args)
     from icl_lab.train import train  # builds the model: imports TransformerLens
 

@@ -56,6 +56,7 @@ class RunWriter:
         self.dir = self.paths.dir
         self.lock = lock
         self.rows = rows
+        self.listeners: list = []  # called with all rows after each flush (live tracking: icl_lab.tracking.live)
 
     @classmethod
     def create(cls, out: str | Path, record: dict[str, Any], *, verb: str, overwrite: bool = False) -> RunWriter:
@@ -118,6 +119,8 @@ class RunWriter:
     def flush_metrics(self) -> None:
         frame = metrics_frame(self.rows)
         atomic_write(self.paths.metrics, lambda tmp: frame.write_parquet(tmp))
+        for listener in self.listeners:
+            listener(self.rows)
 
     def save_checkpoint(self, step: int, tensors: dict[str, torch.Tensor], state: TrainingState | None = None) -> Path:
         """Weights at `step`; with `state`, the training state beside them and, written last,
