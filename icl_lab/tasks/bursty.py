@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from icl_lab.config import ConfigError
-from icl_lab.tasks import probes
+from icl_lab.tasks.probes import flip_classes, match_exemplars, relabel_one_slot
 from icl_lab.tasks.base import ModelIO, TaskBatch
 
 
@@ -332,7 +332,7 @@ class BurstyTask:
             novel = self._novel(batch_size, gen)
             use_novel = torch.rand(batch_size, generator=gen, device=self.device) < c.p_novel
             batch = TaskBatch.where(use_novel, novel, batch)
-        return probes.match_exemplars(batch) if c.match_exemplars else batch
+        return match_exemplars(batch) if c.match_exemplars else batch
 
     # -- evaluation sets ------------------------------------------------------------------
     def make_generator(self, seed: int) -> torch.Generator:
@@ -357,7 +357,7 @@ class BurstyTask:
         (bound to an item of another class): CIWL and IWL answer it, ICL cannot."""
         context, query = self._iwl_classes(size, gen)
         target = self.class_labels[query]
-        labels = probes.relabel_one_slot(self.class_labels[context], target, gen)
+        labels = relabel_one_slot(self.class_labels[context], target, gen)
         return self._assemble_classes(context, query, labels, target, gen)
 
     def flip_set(self, size: int, gen: torch.Generator) -> TaskBatch:
@@ -365,7 +365,7 @@ class BurstyTask:
         distractor's trained labels swapped: ICL answers the distractor's label, IWL and CIWL the
         query's own (absent from its items). Classes are drawn uniformly, whatever α."""
         c = self.config
-        drawn = probes.flip_classes(size, c.num_classes, c.num_labels, max(2, c.context_pairs // c.burstiness),
+        drawn = flip_classes(size, c.num_classes, c.num_labels, max(2, c.context_pairs // c.burstiness),
                                     c.context_pairs, gen, self.device)
         return self._assemble_classes(drawn["context_classes"], drawn["query_class"], drawn["context_labels"], drawn["target"], gen)
 

@@ -38,7 +38,9 @@ import torch.nn.functional as F
 
 from icl_lab.config import ConfigError
 from icl_lab.phases import Reading
-from icl_lab.tasks import probes
+from icl_lab.tasks.probes import (
+    absent_classes, classes_with_labels, flip_classes, match_exemplars, other_labels, relabel_one_slot,
+)
 from icl_lab.tasks.base import ModelIO, TaskBatch, position_numbers
 from icl_lab.tasks.bursty import BurstyTask, cluster_items
 
@@ -189,7 +191,7 @@ class PairsTask:
         differs, in random order; the query matches one of them."""
         c = self.config
         a = self._randint(c.num_classes, size, gen)
-        b = probes.classes_with_labels(probes.other_labels(a % c.num_labels, c.num_labels, 1, gen)[:, 0], c.num_classes, c.num_labels, gen)
+        b = classes_with_labels(other_labels(a % c.num_labels, c.num_labels, 1, gen)[:, 0], c.num_classes, c.num_labels, gen)
         swap = torch.rand(size, generator=gen, device=self.device) < 0.5
         context_classes = torch.where(swap[:, None], torch.stack([b, a], dim=1), torch.stack([a, b], dim=1))
         which = self._randint(2, size, gen)[:, None]
@@ -222,7 +224,7 @@ class PairsTask:
             batch = self.per_class_sequences(batch_size, gen)
         else:
             batch = self.sequences(batch_size, gen, self.train_pairs, 0, c.num_classes)
-        return probes.match_exemplars(batch) if c.match_exemplars else batch
+        return match_exemplars(batch) if c.match_exemplars else batch
 
     def eval_sets(self, size: int | None = None) -> dict[str, TaskBatch]:
         """`icl` (held-out pairs, held-out classes), `trained` (the training distribution), then
@@ -236,10 +238,10 @@ class PairsTask:
         else:
             sets["trained"] = self.sequences(size, gen, self.train_pairs, 0, c.num_classes)
         L, K = c.num_labels, c.num_classes
-        flip = probes.flip_classes(size, K, L, 2, 2, gen, self.device)
+        flip = flip_classes(size, K, L, 2, 2, gen, self.device)
         sets["flip"] = self._assemble(flip["context_classes"], flip["query_class"], flip["context_labels"], flip["target"], gen)
         for name in ("ciwl", "iwl"):
-            drawn = probes.absent_classes(size, K, L, 2, gen, self.device)
-            labels = probes.relabel_one_slot(drawn["context_labels"], drawn["target"], gen) if name == "ciwl" else drawn["context_labels"]
+            drawn = absent_classes(size, K, L, 2, gen, self.device)
+            labels = relabel_one_slot(drawn["context_labels"], drawn["target"], gen) if name == "ciwl" else drawn["context_labels"]
             sets[name] = self._assemble(drawn["context_classes"], drawn["query_class"], labels, drawn["target"], gen)
         return sets
