@@ -573,12 +573,19 @@ def test_grokking_panel_after_nanda(store, tmp_path):
     heat = specs[4]["layer"][0]["encoding"]
     M = explore.feature_matrix(explore.read_run(tmp_path / "rfm", tmp_path), 2)
     off = M[~np.eye(M.shape[0], dtype=bool)]
+    def expected_scale(entries):  # signed entries: a diverging scale symmetric about 0; else the percentile range
+        low, high = np.percentile(entries, [1, 99])
+        return ([-max(-low, high), max(-low, high)], "redblue") if low < 0 < high else ([low, high], "viridis")
+
     assert heat["color"]["condition"]["test"] == "datum.diagonal"  # the diagonal masked
-    assert np.allclose(heat["color"]["scale"]["domain"], np.percentile(off, [1, 99]))
+    domain, scheme = expected_scale(off)
+    assert np.allclose(heat["color"]["scale"]["domain"], domain) and heat["color"]["scale"]["scheme"] == scheme
     assert heat["x"]["title"] == "input feature"
     at.checkbox(key="rfm-mask").uncheck().run()
     heat = json.loads(charts(at)[4])["layer"][0]["encoding"]
-    assert "condition" not in heat["color"] and np.allclose(heat["color"]["scale"]["domain"], np.percentile(M, [1, 99]))
+    domain, scheme = expected_scale(M.reshape(-1))
+    assert "condition" not in heat["color"] and np.allclose(heat["color"]["scale"]["domain"], domain)
+    assert heat["color"]["scale"]["scheme"] == scheme
 
 
 def test_a_run_of_a_task_no_longer_registered_still_displays(store, tmp_path):
