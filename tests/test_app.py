@@ -405,6 +405,7 @@ def test_the_delta_scale_is_centred_on_zero_with_values_baseline_and_the_tracked
     scale = rect["encoding"]["color"]["scale"]
     reach = table["delta"].abs().max()
     assert scale["domainMid"] == 0 and scale["domain"] == [-reach, reach] and scale["scheme"] == "redblue"
+    assert rect["encoding"]["color"]["title"] == "Δ icl_accuracy"  # the legend names a delta, not a "value"
     assert text["mark"]["type"] == "text" and text["encoding"]["text"]["format"] == ".3f"  # the value in each cell
     assert rect["encoding"]["x"]["title"] == "head" and rect["encoding"]["y"]["title"] == "layer"
     assert at.metric[0].value == f"{table['baseline'][0]:.4g}" and "nothing ablated" in at.metric[0].label
