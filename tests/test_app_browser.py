@@ -104,6 +104,10 @@ class Page:
     def load(self, url: str, shot: Path, testid: str, patience: float = 120.0) -> str:
         """The page's DOM once it has drawn `testid` and settled; its screenshot in `shot`."""
         self.call("Page.navigate", url=url)
+        return self.settle(shot, testid, patience)
+
+    def settle(self, shot: Path, testid: str, patience: float = 120.0) -> str:
+        """The DOM once the page shows `testid` and has stopped changing (after a click, say); its screenshot in `shot`."""
         deadline, last, steady = time.monotonic() + patience, "", 0
         while time.monotonic() < deadline and steady < 4:  # 4 looks, 0.5 s apart, at an unchanged DOM
             time.sleep(0.5)

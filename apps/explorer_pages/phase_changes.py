@@ -95,8 +95,9 @@ def _seed_notes(kept: list, repeated: list, labels: dict[str, str]) -> list[str]
     seeds: dict[str, list] = {}
     for info in kept:
         seeds.setdefault(labels[info.name], []).append(info.seed)
-    notes = [f"{condition}: {len(found)} seed{'s' if len(found) != 1 else ''} "
-             f"({', '.join(str(s) for s in sorted(found, key=lambda s: (s is None, s or 0)))})" for condition, found in sorted(seeds.items())]
+    notes = ["Bands over seeds: " + "; ".join(
+        f"{condition}: {len(found)} seed{'s' if len(found) != 1 else ''} ({', '.join(str(s) for s in sorted(found, key=lambda s: (s is None, s or 0)))})"
+        for condition, found in sorted(seeds.items())) + "."]
     if repeated:
         notes.append(f"{len(repeated)} repeated run{'s' if len(repeated) != 1 else ''} of a seed already counted "
                      f"left out (the newest of each seed is kept): {', '.join(i.name for i in repeated)}.")

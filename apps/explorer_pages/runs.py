@@ -31,7 +31,7 @@ def draw(ctx: PageContext) -> None:
         shown.with_columns(pl.col("interventions").replace("", "none")).to_pandas(), width="stretch", hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs-table",
         column_order=[*FIRST_COLUMNS, *varying, *LATER_COLUMNS], height=ROW_PX * (min(shown.height, MAX_ROWS_SHOWN) + 1) + 3,
         column_config={"run": st.column_config.TextColumn(pinned=True),
-                       "interventions": st.column_config.TextColumn(width="medium"),
+                       "interventions": st.column_config.TextColumn(width="large"),
                        "transitions": st.column_config.TextColumn(width="medium"),
                        "final metrics": st.column_config.TextColumn(width="large"),
                        "wall time (s)": st.column_config.NumberColumn(format="%.1f"),

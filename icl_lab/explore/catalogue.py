@@ -271,7 +271,8 @@ def runs_table(infos: list[RunInfo]) -> pl.DataFrame:
             "tracked": tracked or "",
             "final tracked": info.final.get(tracked) if tracked else None,
             "final metrics": ", ".join(f"{m}={info.final[m]:.4g}" for m in headline(info)),
-            "transitions": ", ".join(f"{m}@{s}" for m, s in info.transitions.items() if s is not None) or "",
+            # "none found": its tracked metrics were read, no transition in them (not the same as not looked for)
+            "transitions": ", ".join(f"{m}@{s}" for m, s in info.transitions.items() if s is not None) or ("none found" if info.transitions else ""),
             "problems": "; ".join(info.problems),
             **{key: info.settings.get(key, "") for key in varying},
         })

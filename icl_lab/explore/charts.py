@@ -24,7 +24,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 PANEL_HEIGHT = 230
 PANEL_WIDTH = 680  # fixed: Streamlit cannot stretch a concatenated chart, and the legend must stay in view
 CELL_PX = 22  # rows and columns of an attention heatmap: enough for every label to be drawn
-MAX_TICK_LABELS = 30  # a heatmap axis with more labels than this labels every k-th only (an RFM matrix has 2p)
+MAX_TICK_LABELS = 16  # a heatmap axis with more labels than this labels every k-th only (an RFM matrix has 2p)
 
 
 def colour_scale(domain: list[str]) -> alt.Scale:
@@ -64,7 +64,8 @@ def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, doma
     drawn = [name for name in domain if name in present]
     # below the panels, in columns: long run names stay readable and the page never scrolls sideways
     colour = alt.Color(f"{by}:N", scale=colour_scale(domain), title=by,
-                       legend=alt.Legend(values=drawn, orient="bottom", columns=2, labelLimit=420))
+                       legend=alt.Legend(values=drawn, orient="bottom", columns=2, labelLimit=420,
+                                         symbolOpacity=1))  # a band's faint fill must not fade the legend
     hover = alt.selection_point(name="hover", fields=["step"], nearest=True, on="pointerover", clear="pointerout", empty=False)
     charts = []
     for metrics in panels:
