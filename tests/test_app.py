@@ -826,7 +826,7 @@ def test_the_clamp_condition_table_puts_the_baseline_first_with_the_ratio(sweeps
     frame = at.dataframe[0].value
     assert list(frame["condition"]) == ["none", "induction"]  # the baseline first
     assert list(frame["transition (steps)"]) == ["100", "50 ± 14"]  # sd over the seeds that had one: stdev(40, 60)
-    assert list(frame["transition (sequences)"]) == ["800", "400 ± 1.1e+02"]
+    assert list(frame["transition (sequences)"]) == ["800", "400 ± 110"]  # sd 113.1 to two figures, not "1.1e+02"
     assert frame["ratio to baseline"].isna().tolist() == [True, False] and frame["ratio to baseline"][1] == pytest.approx(0.5)
     assert list(frame["plateau"]) == ["1/2 seeds", "2/2 seeds"]
     at.multiselect(key="clamp-pick").set_value(["induction"]).run()

@@ -3,7 +3,8 @@
     from icl_lab import explore
     infos = explore.scan_runs("runs")                  # RunInfo per run directory
     curves = explore.load_curves(infos)               # step, metric, value, run, condition
-    bands = explore.condition_bands(curves)           # mean ± sd over seeds
+    kept, _ = explore.one_run_per_seed(infos)         # a repeated seed counts once (the newest run)
+    bands = explore.condition_bands(curves)           # mean ± sd over seeds, clipped to each metric's range
     explore.tables.find_tables("runs")                # sweep and experiment tables
 
 Modules, one job each:

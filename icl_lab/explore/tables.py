@@ -161,7 +161,8 @@ def clamp_summary(table: pl.DataFrame) -> pl.DataFrame:
 def _plus_minus(mean: float | None, sd: float | None) -> str:
     if mean is None:
         return "none found"
-    return f"{mean:.4g}" + (f" ± {sd:.2g}" if sd is not None else "")
+    # sd to two significant figures, written out: "400 ± 110", never "400 ± 1.1e+02"
+    return f"{mean:.4g}" + (f" ± {float(f'{sd:.2g}'):g}" if sd is not None else "")
 
 
 def condition_runs(folder: Path, condition: str, run_dirs: list[Path]) -> list[Path]:
