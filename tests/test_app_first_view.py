@@ -16,6 +16,7 @@ import streamlit as st
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
+from icl_lab import explore
 from icl_lab.explore import charts
 from icl_lab.store import RunWriter, paths
 
@@ -174,3 +175,16 @@ def test_a_running_runs_curves_are_redrawn_while_it_trains_and_stop_when_it_ends
     paths(run).status.write_text(json.dumps({"state": "done", "error": None}))
     at.run()
     assert asked[-1] is None and "Live:" not in " ".join(c.value for c in at.caption)  # ended: no more redraws
+
+
+def test_a_tasks_default_panels_follow_what_it_declares():
+    from icl_lab.tasks import TASKS
+
+    pairs = explore.declarations_of({"task": "pairs"})
+    assert pairs.watched == tuple(TASKS["pairs"].task_class.transition_readings)  # its transition readings: train_loss, icl_accuracy
+    modular = explore.declarations_of({"task": "modular"})
+    assert set(modular.watched) == {m.metric for m in TASKS["modular"].task_class.milestones}  # s₁, s₂: train and test accuracy
+    names = ["eval_loss", "icl_accuracy", "iwl_accuracy", "lr", "train_loss", "weight_norm"]
+    assert explore.default_panels(names, pairs.watched) == [["icl_accuracy", "iwl_accuracy"], ["train_loss"]]
+    assert explore.default_panels(names, ("weight_norm",)) == [["weight_norm"], ["icl_accuracy", "iwl_accuracy"], ["train_loss"]]
+    assert explore.default_panels(["lr", "weight_norm"]) == [["lr", "weight_norm"]]  # no headline metric: the first two

@@ -35,7 +35,7 @@ def draw(ctx: PageContext) -> None:
     if curves.height == 0:
         st.info("The selected runs have no readable metrics yet.")
         return
-    track = [m for i in shown for m in i.track]
+    track = [m for i in shown for m in (*i.track, *i.declared.watched)]  # what the runs and their task are about
     panels = _metric_pickers(explore.metric_names(curves), track, group)
     c1, c2, c3 = st.columns(3)
     log_x = c1.checkbox("log x axis", key="logx")

@@ -11,7 +11,7 @@ from .widgets import download
 # what tells runs apart first (a clamped run from a plain one, a transition found, the settings
 # that vary), then what they are and how far they got; the varying settings follow "transitions"
 FIRST_COLUMNS = ["run", "interventions", "transitions"]
-LATER_COLUMNS = ["task", "preset", "seed", "status", "steps", "tracked", "final tracked", "final metrics", "wall time (s)", "problems"]
+LATER_COLUMNS = ["seed", "status", "task", "preset", "steps", "tracked", "final tracked", "final metrics", "wall time (s)", "problems"]
 ROW_PX, MAX_ROWS_SHOWN = 35, 25  # Streamlit's row height; the table shows this many rows before it scrolls
 
 
