@@ -405,6 +405,7 @@ def test_the_delta_scale_is_centred_on_zero_with_values_baseline_and_the_tracked
     scale = rect["encoding"]["color"]["scale"]
     reach = table["delta"].abs().max()
     assert scale["domainMid"] == 0 and scale["domain"] == [-reach, reach] and scale["scheme"] == "redblue"
+    assert rect["encoding"]["color"]["title"] == "Δ icl_accuracy"  # the legend names a delta, not a "value"
     assert text["mark"]["type"] == "text" and text["encoding"]["text"]["format"] == ".3f"  # the value in each cell
     assert rect["encoding"]["x"]["title"] == "head" and rect["encoding"]["y"]["title"] == "layer"
     assert at.metric[0].value == f"{table['baseline'][0]:.4g}" and "nothing ablated" in at.metric[0].label
@@ -573,12 +574,19 @@ def test_grokking_panel_after_nanda(store, tmp_path):
     heat = specs[4]["layer"][0]["encoding"]
     M = explore.feature_matrix(explore.read_run(tmp_path / "rfm", tmp_path), 2)
     off = M[~np.eye(M.shape[0], dtype=bool)]
+    def expected_scale(entries):  # signed entries: a diverging scale symmetric about 0; else the percentile range
+        low, high = np.percentile(entries, [1, 99])
+        return ([-max(-low, high), max(-low, high)], "redblue") if low < 0 < high else ([low, high], "viridis")
+
     assert heat["color"]["condition"]["test"] == "datum.diagonal"  # the diagonal masked
-    assert np.allclose(heat["color"]["scale"]["domain"], np.percentile(off, [1, 99]))
+    domain, scheme = expected_scale(off)
+    assert np.allclose(heat["color"]["scale"]["domain"], domain) and heat["color"]["scale"]["scheme"] == scheme
     assert heat["x"]["title"] == "input feature"
     at.checkbox(key="rfm-mask").uncheck().run()
     heat = json.loads(charts(at)[4])["layer"][0]["encoding"]
-    assert "condition" not in heat["color"] and np.allclose(heat["color"]["scale"]["domain"], np.percentile(M, [1, 99]))
+    domain, scheme = expected_scale(M.reshape(-1))
+    assert "condition" not in heat["color"] and np.allclose(heat["color"]["scale"]["domain"], domain)
+    assert heat["color"]["scale"]["scheme"] == scheme
 
 
 def test_a_run_of_a_task_no_longer_registered_still_displays(store, tmp_path):
@@ -818,7 +826,7 @@ def test_the_clamp_condition_table_puts_the_baseline_first_with_the_ratio(sweeps
     frame = at.dataframe[0].value
     assert list(frame["condition"]) == ["none", "induction"]  # the baseline first
     assert list(frame["transition (steps)"]) == ["100", "50 ± 14"]  # sd over the seeds that had one: stdev(40, 60)
-    assert list(frame["transition (sequences)"]) == ["800", "400 ± 1.1e+02"]
+    assert list(frame["transition (sequences)"]) == ["800", "400 ± 110"]  # sd 113.1 to two figures, not "1.1e+02"
     assert frame["ratio to baseline"].isna().tolist() == [True, False] and frame["ratio to baseline"][1] == pytest.approx(0.5)
     assert list(frame["plateau"]) == ["1/2 seeds", "2/2 seeds"]
     at.multiselect(key="clamp-pick").set_value(["induction"]).run()

@@ -104,6 +104,10 @@ class Page:
     def load(self, url: str, shot: Path, testid: str, patience: float = 120.0) -> str:
         """The page's DOM once it has drawn `testid` and settled; its screenshot in `shot`."""
         self.call("Page.navigate", url=url)
+        return self.settle(shot, testid, patience)
+
+    def settle(self, shot: Path, testid: str, patience: float = 120.0) -> str:
+        """The DOM once the page shows `testid` and has stopped changing (after a click, say); its screenshot in `shot`."""
         deadline, last, steady = time.monotonic() + patience, "", 0
         while time.monotonic() < deadline and steady < 4:  # 4 looks, 0.5 s apart, at an unchanged DOM
             time.sleep(0.5)
@@ -131,3 +135,39 @@ def test_every_page_renders_in_a_real_browser(tmp_path):
                 assert "stException" not in dom and "Traceback" not in dom and "could not be drawn" not in dom, page
                 assert "icl-lab explorer" in dom and html.escape(page) in dom
                 assert 'data-testid="stSkeleton"' not in dom and shot.stat().st_size > 20_000, page
+
+
+@pytest.mark.slow
+def test_a_running_runs_curves_move_in_the_browser_without_a_reload(tmp_path):
+    """The open page redraws a running run's curves by itself (st.fragment's run_every), and stops
+    once the run is done: no click, no reload between the looks."""
+    import polars as pl
+    from test_app_first_view import write_run
+
+    from icl_lab.store import paths
+
+    store = tmp_path / "runs"
+    run = write_run(store, "live", "bursty", 0, {"icl_accuracy": [0.1, 0.2, 0.3]}, state="running")
+    port = free_port()
+    with streamlit_server(port, "--server.address", "127.0.0.1", cwd=tmp_path, runs=store):
+        with chromium(tmp_path / "chrome") as browser:
+            ARTIFACTS.mkdir(exist_ok=True)
+            dom = browser.load(f"http://127.0.0.1:{port}/?page=Phase+changes", ARTIFACTS / "explore-live-before.png", "stVegaLiteChart")
+            assert "still running, at training step 20" in dom, dom[-2000:]
+            metrics = pl.read_parquet(paths(run).metrics)
+            more = pl.DataFrame({"step": [30, 40], "metric": ["icl_accuracy"] * 2, "value": [0.6, 0.9]}, schema=metrics.schema)
+            pl.concat([metrics, more]).write_parquet(paths(run).metrics)
+
+            def soon(condition, patience: float = 30.0) -> str:  # the DOM once `condition` holds of it, looked at every 0.5 s
+                deadline = time.monotonic() + patience
+                while time.monotonic() < deadline:
+                    if condition(dom := browser.dom()):
+                        return dom
+                    time.sleep(0.5)
+                pytest.fail(f"the page did not change by itself within {patience} s")
+
+            soon(lambda d: "still running, at training step 40" in d)
+            paths(run).status.write_text(json.dumps({"state": "done", "error": None}))
+            soon(lambda d: "still running" not in d and 'data-testid="stVegaLiteChart"' in d)
+            shot = ARTIFACTS / "explore-live-after.png"
+            shot.write_bytes(base64.b64decode(browser.call("Page.captureScreenshot", format="png")["data"]))

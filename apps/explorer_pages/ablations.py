@@ -66,8 +66,9 @@ def _delta_heatmap(sub: pl.DataFrame, metric: str, patching: bool) -> tuple[list
         st.metric(f"baseline {metric} ({'corrupted run, nothing patched' if patching else 'nothing ablated'})",
                   ", ".join(f"{b:.4g}" for b in baselines))
     column_title = COMPONENT_KINDS.get(components[0][:1], "component") if components else "component"
-    chart = charts.heatmap(grid, components, [f"L{l}" for l in layers], f"Δ {metric} when the component is {what} (value − baseline)",
-                           x_title=column_title, y_title="layer", diverging=True, text=True)
+    chart = charts.heatmap(grid, components, [f"L{l}" for l in layers], f"Δ {metric} when the component is {what} ({'patched' if patching else 'ablated'} − baseline)",
+                           x_title=column_title, y_title="layer", diverging=True, text=True,
+                           value_title=f"Δ {metric}")
     st.altair_chart(chart.properties(height=alt.Step(44)), width="stretch")
     st.caption("Red: the metric falls (the component helps); blue: it rises; white: no change. "
                "The scale is symmetric about 0.")

@@ -62,6 +62,13 @@ class PageContext:
         """The runs' curves (explore.load_curves), cached."""
         return _curves(runs, self.root, tuple(r.name for r in runs), self.stamp)
 
+    def live_runs(self, runs: list[explore.RunInfo]) -> tuple[list[explore.RunInfo], pl.DataFrame]:
+        """The runs read again and their curves, keyed on their own files' stamp, not the page's:
+        what a live view redraws every few seconds while a run trains."""
+        stamp = explore.run_stamp([r.path for r in runs])
+        fresh = read_runs(self.root, tuple(str(r.path) for r in runs), stamp)
+        return fresh, _curves(fresh, self.root, tuple(r.name for r in fresh), stamp)
+
     def eval_set_sizes(self, info: explore.RunInfo) -> dict[str, int]:
         """The run's evaluation-set sizes (explore.eval_set_sizes), cached; ConfigError as it raises."""
         return _eval_set_sizes(str(info.path), self.stamp)

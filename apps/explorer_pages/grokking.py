@@ -67,10 +67,15 @@ def _feature_machine(ctx: PageContext, info) -> None:
     left, right = st.columns(2)
     labels = explore.feature_labels(M.shape[0])
     low, high = explore.robust_range(M, mask)
+    signed = low < 0 < high  # signed entries: a diverging scale, white at 0, so a sign reads at a glance
+    reach = max(-low, high)
     heat = charts.heatmap(M, labels, labels, f"feature matrix M at {info.axis} {step}", x_title="input feature",
-                          y_title="input feature", scheme="viridis", domain=[low, high], mask_diagonal=mask)
+                          y_title="input feature", scheme="viridis", diverging=signed, domain=[-reach, reach] if signed else [low, high],
+                          mask_diagonal=mask, value_title="M entry")
     left.altair_chart(heat.properties(height=420), width="stretch")
-    left.caption(f"Colour range: 1st to 99th percentile {'off the diagonal' if mask else 'of all entries'} ({low:.3g} to {high:.3g}).")
+    left.caption(f"Colour range: 1st to 99th percentile {'off the diagonal' if mask else 'of all entries'} ({low:.3g} to {high:.3g})"
+                 + (", drawn symmetric about 0: red negative, blue positive, white 0." if signed else ".")
+                 + (f" One feature in {every} is labelled; hover a cell for its pair." if (every := -(-len(labels) // charts.MAX_TICK_LABELS)) > 1 else ""))
     with right:
         _curves_of(ctx, info, [["train_accuracy", "test_accuracy"], ["circulant_deviation", "agop_alignment"]], width=300)
 

@@ -43,7 +43,8 @@ def show_patterns(info, step: int, example: int, heads: list[tuple[int, int]] | 
         cols = container.columns(len(shown)) if len(shown) > 1 else [container]
         for col, h in zip(cols, shown):
             chart = charts.heatmap(pattern[h], labels, labels, f"L{layer}H{h} at step {step}, example {example}",
-                                   x_title="key (attended to)", y_title="query position", highlight_row=query, link=("query", "key"))
+                                   x_title="key (attended to)", y_title="query position", highlight_row=query, link=("query", "key"),
+                                   value_title="weight", max_labels=len(labels))  # a cell per label: every role stays named
             col.altair_chart(chart.properties(height=alt.Step(charts.CELL_PX), width=alt.Step(charts.CELL_PX)), width="content")
             if curves is not None:
                 _head_curves(info, curves, layer, h, step, domain or [info.name], col)

@@ -8,8 +8,11 @@ import streamlit as st
 from .context import PageContext
 from .widgets import download
 
-COLUMNS = ["run", "task", "preset", "seed", "status", "steps", "wall time (s)", "tracked", "final tracked",
-           "final metrics", "interventions", "transitions", "problems"]
+# what tells runs apart first (a clamped run from a plain one, a transition found, the settings
+# that vary), then what they are and how far they got; the varying settings follow "transitions"
+FIRST_COLUMNS = ["run", "interventions", "transitions"]
+LATER_COLUMNS = ["seed", "status", "task", "preset", "steps", "tracked", "final tracked", "final metrics", "wall time (s)", "problems"]
+ROW_PX, MAX_ROWS_SHOWN = 35, 25  # Streamlit's row height; the table shows this many rows before it scrolls
 
 
 def draw(ctx: PageContext) -> None:
@@ -22,11 +25,14 @@ def draw(ctx: PageContext) -> None:
     pick_states = c2.multiselect("status", states, default=states, key="filter-status")
     text = c3.text_input("name contains", "", key="filter-text")
     shown = table.filter(pl.col("task").is_in(pick_tasks) & pl.col("status").is_in(pick_states) & pl.col("run").str.contains(text, literal=True))
-    st.caption("Pick rows (the boxes on the left) to compare those runs on the other pages.")
+    st.caption(f"{shown.height} of {table.height} runs. Pick rows (the boxes on the left) to compare those runs on the other pages.")
+    varying = [c for c in shown.columns if c not in FIRST_COLUMNS + LATER_COLUMNS]  # explore.varying_settings
     event = st.dataframe(
-        shown.to_pandas(), width="stretch", hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs-table",
-        column_order=COLUMNS,
-        column_config={"interventions": st.column_config.TextColumn(width="large"),
+        shown.with_columns(pl.col("interventions").replace("", "none")).to_pandas(), width="stretch", hide_index=True, on_select="rerun", selection_mode="multi-row", key="runs-table",
+        column_order=[*FIRST_COLUMNS, *varying, *LATER_COLUMNS], height=ROW_PX * (min(shown.height, MAX_ROWS_SHOWN) + 1) + 3,
+        column_config={"run": st.column_config.TextColumn(pinned=True),
+                       "interventions": st.column_config.TextColumn(width="large"),
+                       "transitions": st.column_config.TextColumn(width="medium"),
                        "final metrics": st.column_config.TextColumn(width="large"),
                        "wall time (s)": st.column_config.NumberColumn(format="%.1f"),
                        "final tracked": st.column_config.NumberColumn(format="%.4g")},

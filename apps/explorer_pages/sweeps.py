@@ -32,7 +32,7 @@ def draw(ctx: PageContext) -> None:
         st.warning(f"{run} failed: {error}")
     axes, metrics = tables.sweep_axes(table), tables.sweep_metrics(table)
     if not axes or not metrics:
-        st.info("Nothing to draw yet: " + ("the sweep has no axes." if not axes else "no member has finished (no final.* column)."))
+        st.info("Nothing to draw yet: " + ("the sweep has no axes." if not axes else "no member has finished (no final.* or transition.* column)."))
         return
     swept = [a for a in axes if a != "seed"] or axes
     c1, c2, c3 = st.columns([1, 1, 2])
@@ -43,10 +43,11 @@ def draw(ctx: PageContext) -> None:
     y_axis = c2.selectbox("y axis", y_options, key="sweep-y")
     y_axis = None if y_axis == NO_Y_AXIS else y_axis
     keep_valid("sweep-metrics", metrics, [m for m in ("final.icl_accuracy", "final.iwl_accuracy") if m in metrics] or metrics[:1])
-    shown = c3.multiselect("final metrics (one heatmap each)", metrics, key="sweep-metrics")
+    shown = c3.multiselect("values to colour by (one heatmap each): final metrics, transition steps, …", metrics,
+                           key="sweep-metrics", format_func=tables.value_title)
     cells, clicked = _phase_diagrams(table, shown, axes, x_axis, y_axis)
     if cells is None:
-        st.info("Choose a final metric to draw.")
+        st.info("Choose a value to draw.")
         return
     st.caption("Each cell: the mean over the members that finished (seeds and sd in the tooltip). "
                "Click a cell to compare its runs, or pick it below.")
@@ -64,9 +65,10 @@ def _phase_diagrams(table: pl.DataFrame, metrics: list[str], axes: list[str], x_
     for i, metric in enumerate(metrics):
         cells = tables.phase_diagram(table, metric, x_axis, y_axis)
         grid = lambda column: cells[column].cast(pl.Float64).to_numpy().reshape(len(ys), len(xs))  # noqa: E731, B023  (used in this iteration only)
-        chart = charts.heatmap(grid("mean"), xs, ys, f"{metric.removeprefix('final.')}, mean over {', '.join(rest) or 'nothing'}",
-                               x_title=x_axis, y_title=y_axis or "", scheme="blues", domain=[0.0, 1.0] if metric.endswith("accuracy") else None,
-                               text=True, details={"seeds": grid("seeds"), "sd": grid("sd")}, select="cell")
+        chart = charts.heatmap(grid("mean"), xs, ys, f"{tables.value_title(metric)}, mean over {', '.join(rest) or 'nothing'}",
+                               x_title=x_axis, y_title=y_axis or "", scheme="blues",
+                               domain=[0.0, 1.0] if metric.startswith("final.") and metric.endswith("accuracy") else None,
+                               text=True, details={"seeds": grid("seeds"), "sd": grid("sd")}, select="cell", value_title=tables.value_title(metric))
         event = columns[i % len(columns)].altair_chart(chart.properties(height=alt.Step(40)), width="stretch",
                                                        on_select="rerun", key=f"sweep-heat-{metric}")
         clicked += [(str(c.get("x")), str(c.get("y"))) for c in (event or {}).get("selection", {}).get("cell") or []]

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import streamlit as st
 
-from icl_lab import RunError
+from icl_lab import RunError, explore
 
 from .context import find_tables
 
@@ -26,8 +26,8 @@ def download(frame: pl.DataFrame, name: str, key: str) -> None:
 def selected_runs(infos) -> list:
     """The runs to compare: the sidebar's choice, kept (as "compare") while pages without it are shown."""
     names = [i.name for i in infos]
-    if "selected" not in st.session_state:
-        st.session_state["selected"] = [n for n in st.session_state.get("compare") or names[:12] if n in names]
+    if "selected" not in st.session_state:  # a first view: the main task's runs, plain and clamped alike
+        st.session_state["selected"] = [n for n in st.session_state.get("compare") or explore.default_comparison(infos) if n in names]
     chosen = st.sidebar.multiselect("runs to compare", names, key="selected")
     st.session_state["compare"] = chosen
     return [i for i in infos if i.name in chosen]

@@ -3,7 +3,8 @@
     from icl_lab import explore
     infos = explore.scan_runs("runs")                  # RunInfo per run directory
     curves = explore.load_curves(infos)               # step, metric, value, run, condition
-    bands = explore.condition_bands(curves)           # mean ± sd over seeds
+    kept, _ = explore.one_run_per_seed(infos)         # a repeated seed counts once (the newest run)
+    bands = explore.condition_bands(curves)           # mean ± sd over seeds, clipped to each metric's range
     explore.tables.find_tables("runs")                # sweep and experiment tables
 
 Modules, one job each:
@@ -23,14 +24,18 @@ from icl_lab.explore.catalogue import (
     SCAN_MAX_DEPTH,
     SCAN_MAX_DIRS,
     RunInfo,
+    condition_labels,
+    default_comparison,
     default_root,
     describe_interventions,
     find_runs,
     headline,
+    main_task,
     read_run,
     run_stamp,
     runs_table,
     scan_runs,
+    varying_settings,
 )
 from icl_lab.explore.checkpoints import attention_patterns, checkpoints, eval_set_sizes, feature_labels, feature_matrix
 from icl_lab.explore.colour_ranges import delta_domain, robust_range
@@ -47,7 +52,9 @@ from icl_lab.explore.curves import (
     metric_families,
     metric_family,
     metric_names,
+    metric_range,
     milestone_marks,
+    one_run_per_seed,
     transition_marks,
 )
 from icl_lab.explore.declarations import Declarations, declarations_of
@@ -65,7 +72,9 @@ __all__ = [
     "attention_patterns",
     "checkpoints",
     "condition_bands",
+    "condition_labels",
     "decade_ticks",
+    "default_comparison",
     "declarations_of",
     "default_panels",
     "default_root",
@@ -79,11 +88,14 @@ __all__ = [
     "fourier_spectrum",
     "head_scores",
     "headline",
+    "main_task",
     "load_curves",
     "metric_families",
     "metric_family",
     "metric_names",
+    "metric_range",
     "milestone_marks",
+    "one_run_per_seed",
     "read_run",
     "robust_range",
     "run_stamp",
@@ -91,4 +103,5 @@ __all__ = [
     "scan_runs",
     "tables",
     "transition_marks",
+    "varying_settings",
 ]

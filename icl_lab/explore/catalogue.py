@@ -26,6 +26,9 @@ SCAN_MAX_DIRS = 20_000
 KIND_NAMES = {int: "an integer", str: "a string", list: "a list", dict: "a table"}
 HEADLINE_ACCURACIES = ("icl_accuracy", "iwl_accuracy", "train_accuracy", "test_accuracy")
 HEADLINE_LOSSES = ("train_loss", "test_loss", "icl_loss", "iwl_loss")
+SETTING_SECTIONS = ("task", "model", "train", "rfm")  # config.json sections whose values tell runs apart
+NOT_SETTINGS = ("seed", "device", "dtype")  # shown elsewhere (seed) or no part of what the run is
+MAX_SETTING_COLUMNS = 6  # the Runs table's columns of settings that vary within a task
 
 
 def default_root() -> str:
@@ -51,6 +54,8 @@ class RunInfo:
     wall_seconds: float | None = None
     problems: list[str] = field(default_factory=list)
     declared: Declarations = field(default_factory=Declarations)  # what its task (or RFM) declares
+    settings: dict[str, str] = field(default_factory=dict)  # "train.lr" -> "0.001": config.json's scalar settings
+    modified: float = 0.0  # when its metrics (else status) were last written: the newest of repeated runs wins
 
     @property
     def axis(self) -> str:
@@ -141,6 +146,7 @@ def read_run(path: Path, root: Path) -> RunInfo:
             info.interventions = describe_interventions(specs)
         else:
             info.note("config.json: interventions is not a list of intervention specs")
+    info.settings = settings_of(config)
     summary = _read(info, read_summary, {})
     transitions = _field(info, summary, "transitions", dict, {}, "summary.json")
     final = _field(info, summary, "final", dict, {}, "summary.json")
@@ -164,11 +170,75 @@ def read_run(path: Path, root: Path) -> RunInfo:
         else:
             info.note(f"summary.json: stages.{metric} has no list of boundaries with integer steps")
     info.track = info.track or list(info.transitions)  # an RFM run tracks what its summary found transitions in
+    for written in (paths(path).metrics, paths(path).status):
+        if written.exists():
+            info.modified = written.stat().st_mtime
+            break
     if paths(path).metrics.exists():
         _read(info, load_metrics, None)
     elif info.state == "done":
         info.note("metrics.parquet is missing from a finished run")
     return info
+
+
+def settings_of(config: dict) -> dict[str, str]:
+    """"section.key" -> value (as text) of the config's scalar settings in SETTING_SECTIONS
+    (a list of numbers counts as one value), seed and device left out."""
+    found = {}
+    for section in SETTING_SECTIONS:
+        values = config.get(section)
+        for key, value in (values.items() if isinstance(values, dict) else ()):
+            if key in NOT_SETTINGS or isinstance(value, dict):
+                continue
+            if isinstance(value, list) and not all(isinstance(v, (int, float, str)) for v in value):
+                continue
+            found[f"{section}.{key}"] = str(value)
+    return found
+
+
+def varying_settings(infos: list[RunInfo], limit: int | None = MAX_SETTING_COLUMNS) -> list[str]:
+    """The settings that take more than one value among the runs of one task (a learning rate
+    swept, a width changed), at most `limit`, by name: what tells otherwise alike runs apart."""
+    by_task: dict[tuple[str, str], set[str]] = {}
+    for info in infos:
+        for key, value in info.settings.items():
+            by_task.setdefault((info.task, key), set()).add(value)
+    return sorted({key for (_, key), values in by_task.items() if len(values) > 1})[:limit]
+
+
+def condition_labels(infos: list[RunInfo]) -> dict[str, str]:
+    """run name -> its condition (RunInfo.condition) with the settings that vary within its
+    task (varying_settings) appended, e.g. "bursty/small train.lr=0.002": the runs of one label
+    differ by seed only, so a band over them is a band over seeds."""
+    varying = varying_settings(infos, limit=None)
+    labels = {}
+    for info in infos:
+        extra = ", ".join(f"{k}={info.settings[k]}" for k in varying if k in info.settings)
+        labels[info.name] = info.condition + (f" {extra}" if extra else "")
+    return labels
+
+
+def main_task(infos: list[RunInfo]) -> str | None:
+    """The task with the most readable runs (ties: by name), what a first view should open on."""
+    counts: dict[str, int] = {}
+    for info in infos:
+        if not info.problems:
+            counts[info.task] = counts.get(info.task, 0) + 1
+    return min(counts, key=lambda t: (-counts[t], t)) if counts else None
+
+
+def default_comparison(infos: list[RunInfo], limit: int = 12) -> list[str]:
+    """The runs a first view compares: up to `limit` readable runs of main_task, newest first,
+    taken in turn from each condition (plain and clamped both shown, not 12 of one)."""
+    task = main_task(infos)
+    by_condition: dict[str, list[RunInfo]] = {}
+    for info in sorted(infos, key=lambda i: (-i.modified, i.name)):
+        if info.task == task and not info.problems:
+            by_condition.setdefault(info.condition, []).append(info)
+    queues, picked = list(by_condition.values()), []
+    while len(picked) < limit and any(queues):
+        picked += [q.pop(0).name for q in queues if q][: limit - len(picked)]
+    return picked
 
 
 def scan_runs(root: str | Path) -> list[RunInfo]:
@@ -183,8 +253,10 @@ def headline(info: RunInfo) -> list[str]:
 
 
 def runs_table(infos: list[RunInfo]) -> pl.DataFrame:
-    """One row per run: what it is, how far it got, and its final headline metrics."""
+    """One row per run: what it is, how far it got, and its final headline metrics; then a
+    column per setting that varies within a task (varying_settings), "" where a run has none."""
     rows = []
+    varying = varying_settings(infos)
     for info in infos:
         tracked = info.track[0] if info.track and info.track[0] in info.final else None
         rows.append({
@@ -199,11 +271,13 @@ def runs_table(infos: list[RunInfo]) -> pl.DataFrame:
             "tracked": tracked or "",
             "final tracked": info.final.get(tracked) if tracked else None,
             "final metrics": ", ".join(f"{m}={info.final[m]:.4g}" for m in headline(info)),
-            "transitions": ", ".join(f"{m}@{s}" for m, s in info.transitions.items() if s is not None) or "",
+            # "none found": its tracked metrics were read, no transition in them (not the same as not looked for)
+            "transitions": ", ".join(f"{m}@{s}" for m, s in info.transitions.items() if s is not None) or ("none found" if info.transitions else ""),
             "problems": "; ".join(info.problems),
+            **{key: info.settings.get(key, "") for key in varying},
         })
     schema = {"run": pl.String, "task": pl.String, "preset": pl.String, "interventions": pl.String,
               "seed": pl.Int64, "status": pl.String, "steps": pl.Int64, "wall time (s)": pl.Float64,
               "tracked": pl.String, "final tracked": pl.Float64, "final metrics": pl.String,
-              "transitions": pl.String, "problems": pl.String}
+              "transitions": pl.String, "problems": pl.String, **dict.fromkeys(varying, pl.String)}
     return pl.DataFrame(rows, schema=schema)

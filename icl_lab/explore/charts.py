@@ -24,6 +24,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 PANEL_HEIGHT = 230
 PANEL_WIDTH = 680  # fixed: Streamlit cannot stretch a concatenated chart, and the legend must stay in view
 CELL_PX = 22  # rows and columns of an attention heatmap: enough for every label to be drawn
+MAX_TICK_LABELS = 16  # a heatmap axis with more labels than this labels every k-th only (an RFM matrix has 2p)
 
 
 def colour_scale(domain: list[str]) -> alt.Scale:
@@ -63,7 +64,8 @@ def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, doma
     drawn = [name for name in domain if name in present]
     # below the panels, in columns: long run names stay readable and the page never scrolls sideways
     colour = alt.Color(f"{by}:N", scale=colour_scale(domain), title=by,
-                       legend=alt.Legend(values=drawn, orient="bottom", columns=2, labelLimit=420))
+                       legend=alt.Legend(values=drawn, orient="bottom", columns=2, labelLimit=420,
+                                         symbolOpacity=1))  # a band's faint fill must not fade the legend
     hover = alt.selection_point(name="hover", fields=["step"], nearest=True, on="pointerover", clear="pointerout", empty=False)
     charts = []
     for metrics in panels:
@@ -96,18 +98,27 @@ def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, doma
         return alt.vconcat(*charts).resolve_scale(color="shared", strokeDash="independent")
 
 
+def thinned_labels(labels: list[str], most: int) -> list[str]:
+    """Every k-th label, k the smallest step leaving at most `most` of them (all when they fit)."""
+    step = max(1, -(-len(labels) // most))
+    return list(labels[::step])
+
+
 def heatmap(values: np.ndarray, x_labels, y_labels, title: str, *, x_title: str, y_title: str,
             diverging: bool = False, domain: list[float] | None = None, scheme: str = "blues",
             text: bool = False, highlight_row: int | None = None, mask_diagonal: bool = False,
             details: dict[str, np.ndarray] | None = None, select: str | None = None,
-            link: tuple[str, str] | None = None) -> alt.LayerChart:
+            link: tuple[str, str] | None = None, value_title: str = "value",
+            max_labels: int = MAX_TICK_LABELS) -> alt.LayerChart:
     """A labelled heatmap. diverging: a red-blue scale whose middle (white) is 0, symmetric about
     it. text: the value printed in each cell. highlight_row: that row outlined (the query).
     mask_diagonal: diagonal cells left grey (their value stays in the tooltip). details: more
     per-cell values (same shape as `values`) shown in the tooltip. select: the name of a point
     selection of one cell (fields x, y), for `st.altair_chart(on_select=...)`. link: (row word,
     column word), e.g. ("query", "key"): the tooltip says "query <row> → key <column>: value" and
-    hovering a cell highlights its row and its column (destination and source, as in CircuitsVis)."""
+    hovering a cell highlights its row and its column (destination and source, as in CircuitsVis).
+    value_title: what a cell holds, for the legend and tooltip ("Δ icl_accuracy"). max_labels:
+    an axis with more labels shows every k-th (thinned_labels), so none overprint."""
     x_labels, y_labels = [str(v) for v in x_labels], [str(v) for v in y_labels]
     n_rows, n_cols = values.shape
     frame = pd.DataFrame({
@@ -119,19 +130,20 @@ def heatmap(values: np.ndarray, x_labels, y_labels, title: str, *, x_title: str,
     if highlight_row is not None:
         frame["outlined"] = frame["y"] == y_labels[highlight_row]
     if diverging:
-        scale = alt.Scale(scheme="redblue", domain=domain or explore.delta_domain(values), domainMid=0)
+        scale = alt.Scale(scheme="redblue", domain=domain or explore.delta_domain(values), domainMid=0, clamp=True)
     else:
         scale = alt.Scale(scheme=scheme, domain=domain, clamp=True) if domain else alt.Scale(scheme=scheme)
-    x = alt.X("x:N", sort=x_labels, title=x_title, axis=alt.Axis(labelOverlap=False, labelAngle=-45, labelLimit=160))
-    y = alt.Y("y:N", sort=y_labels, title=y_title, axis=alt.Axis(labelOverlap=False, labelLimit=160))
-    tooltip = [alt.Tooltip("y:N", title=y_title), alt.Tooltip("x:N", title=x_title), alt.Tooltip("value:Q", format=".4g"),
+    x = alt.X("x:N", sort=x_labels, title=x_title, axis=alt.Axis(labelOverlap=False, labelAngle=-45, labelLimit=160,
+                                                                 values=thinned_labels(x_labels, max_labels)))
+    y = alt.Y("y:N", sort=y_labels, title=y_title, axis=alt.Axis(labelOverlap=False, labelLimit=160, values=thinned_labels(y_labels, max_labels)))
+    tooltip = [alt.Tooltip("y:N", title=y_title), alt.Tooltip("x:N", title=x_title), alt.Tooltip("value:Q", title=value_title, format=".4g"),
                *(alt.Tooltip(f"{name}:Q", format=".4g") for name in details or {})]
     if link:
         row_word, column_word = link
         frame["link"] = [f"{row_word} {y} → {column_word} {x}: {v:.3f}" for x, y, v in zip(frame["x"], frame["y"], frame["value"])]
         tooltip.insert(0, alt.Tooltip("link:N", title=f"{row_word} → {column_word}"))
     base = alt.Chart(frame, title=title).encode(x=x, y=y)
-    fill = alt.Color("value:Q", scale=scale, title="value")
+    fill = alt.Color("value:Q", scale=scale, title=value_title)
     if mask_diagonal:
         fill = alt.condition("datum.diagonal", alt.value("#d0d0d0"), fill)
     cells = base.mark_rect().encode(color=fill, tooltip=tooltip)

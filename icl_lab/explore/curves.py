@@ -64,10 +64,41 @@ def metric_families(names: list[str]) -> dict[str, list[str]]:
     return dict(sorted(families.items()))
 
 
-def default_panels(names: list[str]) -> list[list[str]]:
-    """Two panels as W&B would open them: the headline accuracies together, the losses together."""
-    panels = [[m for m in HEADLINE_ACCURACIES if m in names], [m for m in HEADLINE_LOSSES if m in names]]
-    return [p for p in panels if p] or [names[:2]]
+def default_panels(names: list[str], track: list[str] | tuple[str, ...] = ()) -> list[list[str]]:
+    """The panels a page opens with, as W&B would: the accuracies together, the losses together,
+    the runs' tracked metrics (their config's `track`, what the task's preset is about) first in
+    each, and a tracked metric of neither family in a panel of its own before them."""
+    tracked = [m for m in track if m in names]
+    accuracies = list(dict.fromkeys([*(m for m in tracked if metric_family(m) == "*_accuracy"), *(m for m in HEADLINE_ACCURACIES if m in names)]))
+    losses = list(dict.fromkeys([*(m for m in tracked if metric_family(m) == "*_loss"), *(m for m in HEADLINE_LOSSES if m in names)]))
+    others = [m for m in tracked if m not in accuracies and m not in losses]
+    return [p for p in (others, accuracies, losses) if p] or [names[:2]]
+
+
+def metric_range(metric: str) -> tuple[float | None, float | None]:
+    """(low, high) a metric can take, from its family: an accuracy in [0, 1], a loss ≥ 0,
+    anything else unbounded (None)."""
+    family = metric_family(metric)
+    if family == "*_accuracy":
+        return 0.0, 1.0
+    if family == "*_loss" or metric == "loss":
+        return 0.0, None
+    return None, None
+
+
+def one_run_per_seed(infos: list[RunInfo], conditions: dict[str, str] | None = None) -> tuple[list[RunInfo], list[RunInfo]]:
+    """(kept, left out): of the runs of one condition (`conditions`: run name -> label, e.g.
+    catalogue.condition_labels; else RunInfo.condition) with the same seed (a run repeated), the
+    newest (last written) is kept, so a band over seeds averages independent seeds only; a run
+    without a seed stands for itself."""
+    newest: dict[tuple, RunInfo] = {}
+    for info in infos:
+        condition = (conditions or {}).get(info.name, info.condition)
+        key = (condition, info.seed) if info.seed is not None else (condition, info.name)
+        if key not in newest or (info.modified, info.name) > (newest[key].modified, newest[key].name):
+            newest[key] = info
+    kept = {id(i) for i in newest.values()}
+    return [i for i in infos if id(i) in kept], [i for i in infos if id(i) not in kept]
 
 
 def head_scores(layer: int, head: int) -> list[str]:
@@ -93,13 +124,19 @@ def decade_ticks(high: float) -> list[int]:
 
 
 def condition_bands(curves: pl.DataFrame) -> pl.DataFrame:
-    """Mean and ± one standard deviation over the runs of each condition, per step and metric."""
-    return (
+    """Mean and ± one standard deviation over the runs of each condition, per step and metric
+    (give it one run per seed: one_run_per_seed); the band clipped to the metric's range
+    (metric_range: a loss band never dips below 0, an accuracy band stays in [0, 1])."""
+    bands = (
         curves.group_by(["condition", "metric", "step"])
         .agg(pl.col("value").mean().alias("mean"), pl.col("value").std().fill_null(0.0).alias("sd"), pl.len().alias("runs"))
         .with_columns((pl.col("mean") - pl.col("sd")).alias("low"), (pl.col("mean") + pl.col("sd")).alias("high"))
         .sort(["condition", "metric", "step"])
     )
+    ranges = {m: metric_range(m) for m in bands["metric"].unique().to_list()}
+    low = pl.col("metric").replace_strict({m: r[0] for m, r in ranges.items()}, default=None, return_dtype=pl.Float64)
+    high = pl.col("metric").replace_strict({m: r[1] for m, r in ranges.items()}, default=None, return_dtype=pl.Float64)
+    return bands.with_columns(pl.max_horizontal("low", low).alias("low"), pl.min_horizontal("high", high).alias("high"))
 
 
 def transition_marks(infos: list[RunInfo]) -> pl.DataFrame:

@@ -26,11 +26,14 @@ class Declarations:
     """x_axis: what the store's `step` counts (a task's `x_axis`, RFM's "iteration"), the
     curves' x title; milestones: the task's Milestones (`.key` is summary.json's first_steps
     key, `.label` the mark's text); capabilities: what the run offers (icl_lab.tasks
-    CAPABILITIES such as "transformer", "modular_arithmetic"; icl_lab.rfm.CAPABILITIES)."""
+    CAPABILITIES such as "transformer", "modular_arithmetic"; icl_lab.rfm.CAPABILITIES); watched:
+    the metrics its `transition_readings` and milestones name (pairs: train_loss, icl_accuracy;
+    modular: train_accuracy, test_accuracy), which a first view draws."""
 
     x_axis: str = TRAINING_STEP
     milestones: tuple[Milestone, ...] = ()
     capabilities: frozenset[str] = frozenset()
+    watched: tuple[str, ...] = ()  # the metrics its transition readings and milestones are about: a first view's panels
 
 
 UNKNOWN_TASK = Declarations()
@@ -45,4 +48,6 @@ def declarations_of(config: dict) -> Declarations:
     if not isinstance(task, str) or task not in TASKS:
         return UNKNOWN_TASK
     task_class = TASKS[task].task_class
-    return Declarations(x_axis=task_class.x_axis, milestones=task_class.milestones, capabilities=capabilities_of(task_class))
+    watched = tuple(dict.fromkeys([*task_class.transition_readings, *(m.metric for m in task_class.milestones)]))
+    return Declarations(x_axis=task_class.x_axis, milestones=task_class.milestones, capabilities=capabilities_of(task_class),
+                        watched=watched)

@@ -77,10 +77,24 @@ def sweep_axes(table: pl.DataFrame) -> list[str]:
 
 
 def sweep_metrics(table: pl.DataFrame) -> list[str]:
-    """The final metrics the table holds (`final.<metric>` columns), headline ones first."""
-    names = [c for c in table.columns if c.startswith("final.")]
-    first = [f"final.{m}" for m in HEADLINE_ACCURACIES if f"final.{m}" in names]
-    return list(dict.fromkeys([*first, *sorted(names)]))
+    """The summary values a sweep's cells can be coloured by: the final metrics (`final.<metric>`,
+    headline ones first), then the transition steps (`transition.<metric>`), then any other
+    numeric column (a `first_steps.*` milestone, say) that is not an axis."""
+    numeric = [c for c, kind in table.schema.items() if kind.is_numeric() and not c.startswith("axis.")]
+    finals = [c for c in numeric if c.startswith("final.")]
+    first = [f"final.{m}" for m in HEADLINE_ACCURACIES if f"final.{m}" in finals]
+    transitions = sorted(c for c in numeric if c.startswith("transition."))
+    return list(dict.fromkeys([*first, *sorted(finals), *transitions, *sorted(numeric)]))
+
+
+def value_title(column: str) -> str:
+    """A sweep column as a heatmap names it: `final.icl_accuracy` -> "icl_accuracy (final)",
+    `transition.icl_accuracy` -> "icl_accuracy transition step"."""
+    if column.startswith("final."):
+        return f"{column.removeprefix('final.')} (final)"
+    if column.startswith("transition."):
+        return f"{column.removeprefix('transition.')} transition step"
+    return column
 
 
 def axis_values(table: pl.DataFrame, axis: str) -> list[str]:
@@ -147,7 +161,8 @@ def clamp_summary(table: pl.DataFrame) -> pl.DataFrame:
 def _plus_minus(mean: float | None, sd: float | None) -> str:
     if mean is None:
         return "none found"
-    return f"{mean:.4g}" + (f" ± {sd:.2g}" if sd is not None else "")
+    # sd to two significant figures, written out: "400 ± 110", never "400 ± 1.1e+02"
+    return f"{mean:.4g}" + (f" ± {float(f'{sd:.2g}'):g}" if sd is not None else "")
 
 
 def condition_runs(folder: Path, condition: str, run_dirs: list[Path]) -> list[Path]:
