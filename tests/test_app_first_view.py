@@ -188,3 +188,26 @@ def test_a_tasks_default_panels_follow_what_it_declares():
     assert explore.default_panels(names, pairs.watched) == [["icl_accuracy", "iwl_accuracy"], ["train_loss"]]
     assert explore.default_panels(names, ("weight_norm",)) == [["weight_norm"], ["icl_accuracy", "iwl_accuracy"], ["train_loss"]]
     assert explore.default_panels(["lr", "weight_norm"]) == [["lr", "weight_norm"]]  # no headline metric: the first two
+
+
+def test_a_rise_that_falls_back_is_marked_in_the_curves_and_the_runs_table(tmp_path):
+    from icl_lab import find_transience
+
+    icl = [0.03, 0.2, 0.5, 0.5, 0.5, 0.45, 0.3, 0.2, 0.2, 0.2, 0.2, 0.2]
+    run = write_run(tmp_path, "bursty-transient", "bursty", 0, {"icl_accuracy": icl})
+    steady = write_run(tmp_path, "bursty-steady", "bursty", 1, {"icl_accuracy": [0.03, 0.2, 0.5, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]})
+    for path in (run, steady):
+        summary = json.loads(paths(path).summary.read_text())
+        values = icl if path == run else [0.03, 0.2, 0.5] + [0.9] * 9
+        summary["transience"] = {"icl_accuracy": find_transience([10 * i for i in range(len(values))], values).to_dict()}
+        paths(path).summary.write_text(json.dumps(summary))
+    infos = [explore.read_run(p, tmp_path) for p in (run, steady)]
+    # peak at step 20 (0.5); the running median (window 3) is 0.45, 0.3, 0.2 at steps 50, 60, 70:
+    # first below 0.5 − ½·0.47 = 0.265 at step 70
+    assert infos[0].transience == {"icl_accuracy": (20, 70)}
+    assert infos[1].transience == {} and not infos[1].problems
+    marks = explore.transition_marks(infos)
+    assert marks.select("run", "step", "kind").rows() == [
+        ("bursty-transient", 20, "transience: peak"), ("bursty-transient", 70, "transience: half the gain lost")]
+    table = explore.runs_table(infos)
+    assert table.filter(pl.col("run") == "bursty-transient")["transitions"][0] == "icl_accuracy fell@70"

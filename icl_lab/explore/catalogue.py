@@ -47,6 +47,7 @@ class RunInfo:
     interventions: str = ""
     transitions: dict[str, int | None] = field(default_factory=dict)
     stages: dict[str, list[tuple[int, str]]] = field(default_factory=dict)  # LLC metric -> (step, kind) of its stage boundaries
+    transience: dict[str, tuple[int, int]] = field(default_factory=dict)  # metric -> (peak step, half-gain-lost step) of a rise that fell back
     track: list[str] = field(default_factory=list)  # config "track": the metrics the run is about
     final: dict[str, float] = field(default_factory=dict)  # summary "final": each metric's last value
     first_steps: dict[str, int] = field(default_factory=dict)  # summary "first_steps": each milestone's step
@@ -169,6 +170,13 @@ def read_run(path: Path, root: Path) -> RunInfo:
             info.stages[metric] = [(b["step"], str(b.get("kind", "?"))) for b in boundaries]
         else:
             info.note(f"summary.json: stages.{metric} has no list of boundaries with integer steps")
+    for metric, found in _field(info, summary, "transience", dict, {}, "summary.json").items():
+        if isinstance(found, dict) and found.get("reason") is None:  # transient: phases.find_transience
+            peak, half = found.get("peak_step"), found.get("half_step")
+            if all(isinstance(s, int) and not isinstance(s, bool) for s in (peak, half)):
+                info.transience[metric] = (peak, half)
+            else:
+                info.note(f"summary.json: transience.{metric} has no integer peak_step and half_step")
     info.track = info.track or list(info.transitions)  # an RFM run tracks what its summary found transitions in
     for written in (paths(path).metrics, paths(path).status):
         if written.exists():
@@ -272,7 +280,9 @@ def runs_table(infos: list[RunInfo]) -> pl.DataFrame:
             "final tracked": info.final.get(tracked) if tracked else None,
             "final metrics": ", ".join(f"{m}={info.final[m]:.4g}" for m in headline(info)),
             # "none found": its tracked metrics were read, no transition in them (not the same as not looked for)
-            "transitions": ", ".join(f"{m}@{s}" for m, s in info.transitions.items() if s is not None) or ("none found" if info.transitions else ""),
+            "transitions": ", ".join([f"{m}@{s}" for m, s in info.transitions.items() if s is not None]
+                                     + [f"{m} fell@{half}" for m, (_, half) in info.transience.items()])
+            or ("none found" if info.transitions else ""),
             "problems": "; ".join(info.problems),
             **{key: info.settings.get(key, "") for key in varying},
         })

@@ -140,12 +140,16 @@ def condition_bands(curves: pl.DataFrame) -> pl.DataFrame:
 
 
 def transition_marks(infos: list[RunInfo]) -> pl.DataFrame:
-    """run, condition, metric, step, kind of every detected transition (kind "transition") and
-    every LLC stage boundary (kind "stage boundary: peak", ...; icl_lab.stages)."""
+    """run, condition, metric, step, kind of every detected transition (kind "transition"),
+    every LLC stage boundary (kind "stage boundary: peak", ...; icl_lab.stages) and the peak and
+    half-gain-lost step of a rise that fell back (kind "transience: ..."; phases.find_transience)."""
     rows = [{"run": i.name, "condition": i.condition, "metric": m, "step": s, "kind": "transition"}
             for i in infos for m, s in i.transitions.items() if s is not None]
     rows += [{"run": i.name, "condition": i.condition, "metric": m, "step": s, "kind": f"stage boundary: {kind}"}
              for i in infos for m, found in i.stages.items() for s, kind in found]
+    rows += [{"run": i.name, "condition": i.condition, "metric": m, "step": s, "kind": kind}
+             for i in infos for m, (peak, half) in i.transience.items()
+             for s, kind in ((peak, "transience: peak"), (half, "transience: half the gain lost"))]
     return pl.DataFrame(rows, schema={"run": pl.String, "condition": pl.String, "metric": pl.String, "step": pl.Int64, "kind": pl.String})
 
 
