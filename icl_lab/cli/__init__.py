@@ -12,6 +12,8 @@
     icl-lab experiment singh-clamps|reddy-phases|anti-grokking [--seeds 0,1,2] [--steps N] [--out DIR] [--device D]
                        [--threads N] [--preset P] [--set KEY=VALUE ...] [--conditions C,...] [--grid KEY=V,...]
                        [--group-size M]
+    icl-lab plot RUN... --metrics M,... [--out FILE.png|.svg] [--log-x] [--log-y] [--by run|condition]
+    icl-lab plot RUN --figure nanda|rfm [--out FILE.png|.svg]
 
 Every argument is checked before any work starts: a bad value exits with code 2 and one line
 `icl-lab VERB: error: ...` naming it and the valid choices, with nothing written. `--help`,
@@ -30,7 +32,7 @@ import argparse
 import shlex
 import sys
 
-from icl_lab.cli import ablate, experiment, measure, patch, presets, resume, rfm, sweep, train
+from icl_lab.cli import ablate, experiment, measure, patch, plot, presets, resume, rfm, sweep, train
 from icl_lab.cli.arguments import Interrupted
 from icl_lab.config import ConfigError
 from icl_lab.openmp import prefer_passive_openmp
@@ -47,6 +49,7 @@ VERBS = {
     "measure": measure,
     "sweep": sweep,
     "experiment": experiment,
+    "plot": plot,
 }
 
 
