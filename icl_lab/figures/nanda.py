@@ -11,6 +11,7 @@ measured with each evaluation's own key frequencies.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import altair as alt
@@ -52,4 +53,6 @@ def nanda_figure(run_dir: Path) -> alt.VConcatChart:
         return loss_panel
     norm_panel = charts.curve_panels(data, [["weight_norm"]], by="run", domain=wanted, axis=unit(info.axis), marks=marks,
                                      colour_title="measure")
-    return alt.vconcat(loss_panel, norm_panel).resolve_scale(color="shared", strokeDash="independent")
+    with warnings.catch_warnings():  # the two parts share the hover ruler, as curve_panels' panels do
+        warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter")
+        return alt.vconcat(loss_panel, norm_panel).resolve_scale(color="shared", strokeDash="independent")
