@@ -264,7 +264,7 @@ def draw(out: Path, result: pl.DataFrame, seeds: list[int], base: RunConfig) -> 
     transitions = dict(zip(result["condition"].to_list(), result["transition_sequences_mean"].to_list()))
     chart = figures.singh_figure(groups, plateau.transition, batch_size=base.train.batch_size, level=plateau.level,
                                  level_label=label, transitions=transitions)
-    return figures.save_figure(chart.properties(title=f"Singh et al. clamps: {base.preset}"), out / FIGURE_STEM)
+    return figures.save_figure(chart.properties(title=f"Singh et al. clamps: {base.task}/{base.preset}"), out / FIGURE_STEM)
 
 
 def transition_of(steps: np.ndarray, values: np.ndarray, plateau: Plateau):
