@@ -36,6 +36,17 @@ def nanda_losses(names: list[str]) -> list[str]:
     return chosen
 
 
+def reached(info: explore.RunInfo, curves: pl.DataFrame) -> pl.DataFrame:
+    """step, label of each milestone read from the curves: a run still training has no
+    summary.json (whose first_steps the finished run's marks come from) yet."""
+    rows = []
+    for m in info.declared.milestones:
+        hit = curves.filter((pl.col("metric") == m.metric) & (pl.col("value") >= m.level))
+        if hit.height:
+            rows.append({"step": int(hit["step"].min()), "label": m.label})
+    return pl.DataFrame(rows, schema={"step": pl.Int64, "label": pl.String})
+
+
 def nanda_figure(run_dir: Path) -> alt.VConcatChart:
     """The figure of one modular run; the curves are the run's metrics.parquet, unchanged."""
     (info,) = read_runs([Path(run_dir)])
@@ -46,7 +57,7 @@ def nanda_figure(run_dir: Path) -> alt.VConcatChart:
     wanted = [m for p in panels for m in p]
     loss_rows, _ = explore.for_log_axes(curves.filter(pl.col("metric").is_in(losses)), False, True)
     data = by_metric(pl.concat([loss_rows, curves.filter(pl.col("metric") == "weight_norm")]))
-    marks = explore.milestone_marks(info)
+    marks = explore.milestone_marks(info) if info.first_steps else reached(info, curves)
     loss_panel = charts.curve_panels(data, [losses], by="run", domain=wanted, axis=unit(info.axis), log_y=True, marks=marks,
                                      colour_title="measure")
     if len(panels) == 1:
