@@ -38,10 +38,11 @@ def check_files(png, svg, *titles):
 def done_run(tmp_path_factory):
     """One tiny bursty run for the whole module (conftest's short settings; evaluations at 0, 4, 8, 12)."""
     from icl_lab import BurstyConfig, ModelConfig, RunConfig, TrainConfig
+    from icl_lab.presets import BURSTY_MEASURES
 
     config = RunConfig(task="bursty", task_config=BurstyConfig(num_classes=64, num_labels=8, dim=15, context_pairs=4, burstiness=2, eval_size=64),
                        model=ModelConfig(n_layers=2, n_heads=2, d_model=16), train=TrainConfig(steps=12, batch_size=16, eval_every=4, checkpoint_every=0),
-                       seed=3, device="cpu", preset="tiny")
+                       measures=BURSTY_MEASURES, seed=3, device="cpu", preset="tiny")
     run_dir = tmp_path_factory.mktemp("bursty") / "run"
     train(config, run_dir, progress=False)
     return run_dir
@@ -69,6 +70,7 @@ def test_runs_figure_draws_the_runs_metrics_unchanged(done_run):
     chart, _ = figures.runs_figure([done_run], ["icl_accuracy", "train_loss"])
     drawn = {(r["metric"], r["step"], r["value"]) for r in rows_of(chart) if "value" in r and "metric" in r}
     stored = parquet(done_run).filter(pl.col("metric").is_in(["icl_accuracy", "train_loss"]))
+    assert set(stored["metric"]) == {"icl_accuracy", "train_loss"} and stored["step"].n_unique() == 4  # evaluations 0, 4, 8, 12
     assert drawn == set(stored.select("metric", "step", "value").iter_rows())
 
 
