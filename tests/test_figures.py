@@ -166,3 +166,14 @@ def test_plot_verb_refuses_bad_input_writing_nothing(tmp_path, done_run, capsys,
     assert stop.value.code == 2
     assert re.search(message, capsys.readouterr().err)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_nanda_marks_of_a_run_still_training_are_read_from_its_curves(modular_run):
+    """A run without summary.json yet: s₁ from the curves is the finished run's summary step."""
+    from icl_lab import explore
+    from icl_lab.figures.nanda import reached
+
+    (info,) = figures.read_runs([modular_run])
+    from_curves = reached(info, explore.load_curves([info]))
+    assert from_curves.height >= 1 and from_curves.equals(explore.milestone_marks(info))
