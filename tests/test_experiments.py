@@ -23,6 +23,7 @@ def test_singh_experiment_runs_every_condition_and_resumes(tmp_path):
     table = run_experiment(tmp_path, seeds=[0, 1], steps=8, progress=False, overrides=TINY, preset="bursty/small")
     assert table["condition"].to_list() == list(CONDITIONS)
     assert (tmp_path / "singh_clamps.parquet").exists() and "| induction |" in (tmp_path / "singh_clamps.md").read_text()
+    assert (tmp_path / "singh_clamps.png").read_bytes()[:4] == b"\x89PNG" and "B/N" in (tmp_path / "singh_clamps.svg").read_text()
     learned = load_run(tmp_path / "learned_head-seed1")
     spec = learned.config.interventions[0]
     assert spec.target == "checkpoint" and spec.checkpoint_run.endswith("none-seed1")
@@ -60,6 +61,7 @@ def test_reddy_phases_batched_equals_run_by_run(tmp_path):
     for column in ("icl_accuracy_mean", "iwl_accuracy_mean"):
         assert (batched.sort("K", "B")[column] - single.sort("K", "B")[column]).abs().max() <= 1e-4
     assert "final ICL accuracy" in (tmp_path / "batched" / "reddy_phases.md").read_text()
+    assert "IWL accuracy" in (tmp_path / "batched" / "reddy_phases.svg").read_text()  # the figure beside the table
     again = reddy.run_experiment(tmp_path / "batched", **options)  # finished runs are kept
     assert '"kept": 8' in (tmp_path / "batched" / "reddy_phases.json").read_text() and again.equals(batched)
 
@@ -150,7 +152,9 @@ def test_anti_grokking_rerun_after_ctrl_c_resumes_its_stopped_run(tmp_path, monk
     kept = (kept.stat().st_mtime_ns, kept.read_bytes())
     capsys.readouterr()
     assert main(args) == 0
-    assert "resuming 1 run(s) from their checkpoints: wd0-seed0 (step 20)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "resuming 1 run(s) from their checkpoints: wd0-seed0 (step 20)" in printed
+    assert f"figure: {(out / 'anti_grokking').resolve()}.png and" in printed and (out / "anti_grokking.svg").exists()
     weights = paths(run_dir).weights(10)
     assert (weights.stat().st_mtime_ns, weights.read_bytes()) == kept  # resumed, not started again
     options = dict(seeds=[0], steps=40, weight_decays=(0.0,), progress=False,

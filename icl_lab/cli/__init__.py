@@ -13,6 +13,8 @@
                        [--threads N] [--preset P] [--set KEY=VALUE ...] [--conditions C,...] [--grid KEY=V,...]
                        [--group-size M]
     icl-lab export RUN... --to tensorboard|wandb|trackio [--dest DIR] [--replace]
+    icl-lab plot RUN... --metrics M,... [--out FILE.png|.svg] [--log-x] [--log-y] [--by run|condition]
+    icl-lab plot RUN --figure nanda|rfm [--out FILE.png|.svg]
 
 train, resume, rfm, sweep and experiment take `--log BACKEND[,BACKEND] [--log-dir DIR]`: each
 run's metrics mirrored to trackers as they are written, offline (icl_lab.tracking).
@@ -34,7 +36,7 @@ import argparse
 import shlex
 import sys
 
-from icl_lab.cli import ablate, experiment, export, measure, patch, presets, resume, rfm, sweep, train
+from icl_lab.cli import ablate, experiment, export, measure, patch, plot, presets, resume, rfm, sweep, train
 from icl_lab.cli.arguments import Interrupted
 from icl_lab.config import ConfigError
 from icl_lab.openmp import prefer_passive_openmp
@@ -52,6 +54,7 @@ VERBS = {
     "sweep": sweep,
     "experiment": experiment,
     "export": export,
+    "plot": plot,
 }
 
 

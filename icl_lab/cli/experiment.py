@@ -141,5 +141,8 @@ def run_verb(args: argparse.Namespace) -> int:
     print(runner.markdown(table))
     if hasattr(runner, "report"):  # e.g. the grid's wall time
         print(runner.report(out))
+    if hasattr(runner, "FIGURE_STEM"):  # its headline figure, written beside the table
+        stem = (out / runner.FIGURE_STEM).resolve()
+        print(f"figure: {stem}.png and {stem}.svg")
     print(f"runs and table in {out.resolve()}")
     return 0

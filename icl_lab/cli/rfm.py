@@ -79,6 +79,9 @@ def run_verb(args: argparse.Namespace) -> int:
                 raise UsageError(f"--train-fracs: {err}") from None
         check_output_folder("--out", out)
         print(run_fractions(out, args.train_fracs, config, progress=not args.no_progress))
+        from icl_lab.experiments.rfm import FIGURE_STEM
+
+        print(f"figure: {(out / FIGURE_STEM).resolve()}.png and .svg")
         print(f"runs and table in {out.resolve()}")
         return 0
     check_new_run_dir(out, args.overwrite)
@@ -90,4 +93,8 @@ def run_verb(args: argparse.Namespace) -> int:
     f = s["final"]
     print(f"  final: train_accuracy={f['train_accuracy']:.3f} test_accuracy={f['test_accuracy']:.3f} "
           f"circulant_deviation={f.get('circulant_deviation', float('nan')):.4f}")
+    from icl_lab import figures  # beside the run folder: the run's own files are the store's
+
+    png, svg = figures.save_figure(figures.rfm_figure({out.name: [out]}), out.parent / f"{out.name}_figure")
+    print(f"  figure: {png.resolve()} and {svg.resolve()}")
     return 0

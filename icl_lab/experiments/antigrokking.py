@@ -15,12 +15,14 @@ from pathlib import Path
 
 import polars as pl
 
+from icl_lab import figures
 from icl_lab.experiments.grid import run_grid
 from icl_lab.presets import PRESETS
 from icl_lab.store import load_run
 
 GAIN = 0.05
 DROP = 0.03
+FIGURE_STEM = "anti_grokking"  # OUT/anti_grokking.png and .svg, beside the table
 
 
 def _at(wide: pl.DataFrame, step: int | None, column: str) -> float | None:
@@ -79,6 +81,8 @@ def run_experiment(out: str | Path, seeds: list[int], steps: int | None = None, 
         rows.append({"weight_decay": wd, "seed": seed, **phases(run.wide()), "run": str(run_dir)})
     table = pl.DataFrame(rows)
     table.write_parquet(out / "anti_grokking.parquet")
+    groups = {f"weight decay {wd:g}": [run_dir for w, _, run_dir in grid if w == wd] for wd in weight_decays}
+    figures.save_figure(figures.anti_grokking_figure(groups), out / FIGURE_STEM)
     return table
 
 

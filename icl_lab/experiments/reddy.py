@@ -26,6 +26,7 @@ from pathlib import Path
 
 import polars as pl
 
+from icl_lab import figures
 from icl_lab.config import ConfigError
 from icl_lab.experiments.grid import mean_sd, run_grid
 from icl_lab.phases import find_transition
@@ -36,6 +37,7 @@ from icl_lab.store import atomic_write_json, load_run
 CLASSES = (256, 512, 1024, 2048, 8192)  # K
 BURSTINESS = (1, 2, 4)  # B
 GRID_KEYS = {"task.num_classes": "K", "task.burstiness": "B"}
+FIGURE_STEM = "reddy_phases"  # OUT/reddy_phases.png and .svg: the two heatmaps, beside the table
 
 
 def cell_name(k: int, b: int, seed: int) -> str:
@@ -87,6 +89,7 @@ def run_experiment(
     result.write_parquet(out / "reddy_phases.parquet")
     atomic_write_json(out / "reddy_phases.json", {"runs": len(runs), **timing.to_dict()})
     (out / "reddy_phases.md").write_text(markdown(result, timing.to_dict()))
+    figures.save_figure(figures.reddy_figure(result), out / FIGURE_STEM)
     return result
 
 

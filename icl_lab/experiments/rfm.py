@@ -7,10 +7,13 @@ from pathlib import Path
 
 import polars as pl
 
+from icl_lab import figures
 from icl_lab.config import to_dict
 from icl_lab.rfm.machine import RFMConfig, run_rfm
 from icl_lab.store import load_run, read_config, run_state
 from icl_lab.stored_config import check_stored_config
+
+FIGURE_STEM = "rfm_train_fraction"  # OUT/rfm_train_fraction.png and .svg: every fraction's curves
 
 
 def run_fractions(out: str | Path, fractions: list[float], base: RFMConfig, progress: bool = True) -> pl.DataFrame:
@@ -40,4 +43,6 @@ def run_fractions(out: str | Path, fractions: list[float], base: RFMConfig, prog
         })
     table = pl.DataFrame(rows)
     table.write_parquet(out / "rfm_train_fraction.parquet")
+    groups = {f"train fraction {fraction:g}": [out / f"frac{fraction:g}"] for fraction in fractions}
+    figures.save_figure(figures.rfm_figure(groups), out / FIGURE_STEM)
     return table

@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from icl_lab import figures
 from icl_lab.config import ConfigError, did_you_mean
 from icl_lab.experiments.grid import markdown_table, mean_sd, run_grid
 from icl_lab.intervention_check import check_interventions
@@ -215,6 +216,9 @@ def plan(
     return base, configs, {c: table[c] for c in order}
 
 
+FIGURE_STEM = "singh_clamps"  # OUT/singh_clamps.png and .svg, beside the table
+
+
 def run_dir_of(out: Path, condition: str, seed: int) -> Path:
     return out / f"{condition}-seed{seed}"
 
@@ -247,7 +251,20 @@ def run_experiment(
     result = tabulate(out, table, seeds, configs, plateau_for(base))
     result.write_parquet(out / "singh_clamps.parquet")
     (out / "singh_clamps.md").write_text(markdown(result))
+    draw(out, result, seeds, base)
     return result
+
+
+def draw(out: Path, result: pl.DataFrame, seeds: list[int], base: RunConfig) -> tuple[Path, Path]:
+    """The figure beside the table: the curve the transition is read on (pairs: training loss)
+    against sequences, one curve per condition, its plateau (ln 2) and each transition marked."""
+    plateau = plateau_for(base)
+    label = "ln 2" if base.task == "pairs" else f"B/N = {plateau.level:.3g}"
+    groups = {c: [run_dir_of(out, c, s) for s in seeds] for c in result["condition"].to_list()}
+    transitions = dict(zip(result["condition"].to_list(), result["transition_sequences_mean"].to_list()))
+    chart = figures.singh_figure(groups, plateau.transition, batch_size=base.train.batch_size, level=plateau.level,
+                                 level_label=label, transitions=transitions)
+    return figures.save_figure(chart.properties(title=f"Singh et al. clamps: {base.task}/{base.preset}"), out / FIGURE_STEM)
 
 
 def transition_of(steps: np.ndarray, values: np.ndarray, plateau: Plateau):

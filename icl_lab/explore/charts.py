@@ -48,7 +48,8 @@ def _y_title(metrics: list[str]) -> str:
 
 def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, domain: list[str], axis: str = "step",
                  log_x: bool = False, log_y: bool = False, rules: pl.DataFrame | None = None,
-                 marks: pl.DataFrame | None = None, width: int = PANEL_WIDTH) -> alt.VConcatChart:
+                 marks: pl.DataFrame | None = None, width: int = PANEL_WIDTH, levels: pl.DataFrame | None = None,
+                 colour_title: str | None = None) -> alt.VConcatChart:
     """One panel per list of metrics, stacked, sharing the x axis and a hover ruler.
 
     curves: step, metric, value, run, condition (by="run"), or explore.condition_bands's frame
@@ -56,14 +57,16 @@ def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, doma
     stage boundaries (explore.transition_marks), drawn dashed in
     the run's colour and left out of the legend. The legend lists the names drawn; the colours
     come from the whole `domain`, so a name keeps its colour whatever else is shown. marks: step, label rules drawn in every panel
-    (grokking's s₁, s₂)."""
+    (grokking's s₁, s₂). levels: metric, value, label horizontal reference rules, each drawn
+    in the panels showing its metric (Singh et al.'s ln 2 plateau). colour_title: the
+    legend's title (default `by`; a figure that colours by metric names it "measure")."""
     y = "value" if by == "run" else "mean"
     high = float(curves["step"].max()) if curves.height else 10.0
     x = _x(axis, log_x, high)
     present = set(curves[by].unique().to_list()) if curves.height else set(domain)  # once: 1000 runs made this quadratic
     drawn = [name for name in domain if name in present]
     # below the panels, in columns: long run names stay readable and the page never scrolls sideways
-    colour = alt.Color(f"{by}:N", scale=colour_scale(domain), title=by,
+    colour = alt.Color(f"{by}:N", scale=colour_scale(domain), title=colour_title or by,
                        legend=alt.Legend(values=drawn, orient="bottom", columns=2, labelLimit=420,
                                          symbolOpacity=1))  # a band's faint fill must not fade the legend
     hover = alt.selection_point(name="hover", fields=["step"], nearest=True, on="pointerover", clear="pointerout", empty=False)
@@ -92,6 +95,12 @@ def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, doma
             frame = marks.to_pandas()
             layers.append(alt.Chart(frame).mark_rule(color="black", strokeDash=[2, 2]).encode(x=x, tooltip=["label", "step"]))
             layers.append(alt.Chart(frame).mark_text(align="left", dx=3, dy=-4, baseline="top").encode(x=x, y=alt.value(0), text="label"))
+        if levels is not None and levels.height:
+            mine = levels.filter(pl.col("metric").is_in(metrics)).to_pandas()
+            if len(mine):
+                level = alt.Chart(mine).encode(y=alt.Y("value:Q", scale=y_scale))
+                layers.append(level.mark_rule(color="#555", strokeDash=[6, 3]).encode(tooltip=["label", "value"]))
+                layers.append(level.mark_text(align="right", dy=-5, color="#555").encode(x=alt.value(width), text="label"))
         charts.append(alt.layer(*layers).properties(height=PANEL_HEIGHT, width=width))
     with warnings.catch_warnings():  # one hover parameter shared by every panel is the point here
         warnings.filterwarnings("ignore", message="Automatically deduplicated selection parameter")
