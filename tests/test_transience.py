@@ -21,6 +21,9 @@ def test_transience_runs_every_condition_and_tabulates_the_runs_curves(tmp_path)
     table = transience.run_experiment(tmp_path, seeds=[0, 1], conditions=["hold_induction"], steps=24, progress=False, overrides=TINY)
     assert table["condition"].to_list() == ["none", "hold_induction"]  # the unclamped runs come with it
     assert (tmp_path / "transience.parquet").exists() and "| hold_induction |" in (tmp_path / "transience.md").read_text()
+    assert (tmp_path / "transience.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = (tmp_path / "transience.svg").read_text()
+    assert "training steps" in svg and "hold_induction: the probes' accuracy" in svg and "flip accuracy (ICL)" in svg
     for seed in (0, 1):
         none = load_run(tmp_path / f"none-seed{seed}")
         curve = none.curve("icl_accuracy")

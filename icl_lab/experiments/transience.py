@@ -31,6 +31,7 @@ from pathlib import Path
 
 import polars as pl
 
+from icl_lab import figures
 from icl_lab.config import ConfigError, did_you_mean
 from icl_lab.experiments.grid import markdown_table, mean_sd, run_grid
 from icl_lab.intervention_check import check_interventions
@@ -49,6 +50,7 @@ CONDITIONS = {
 }
 SETTINGS = {"weight_decay": {"train.weight_decay": WEIGHT_DECAY}, "match_exemplars": {"task.match_exemplars": True}}
 STRATEGY_METRICS = ("icl_accuracy", "flip_accuracy", "ciwl_accuracy", "iwl_accuracy")
+FIGURE_STEM = "transience"  # OUT/transience.png and .svg: the probes against steps, a panel per condition
 
 
 def run_dir_of(out: Path, condition: str, seed: int) -> Path:
@@ -95,7 +97,8 @@ def run_experiment(out: str | Path, seeds: list[int], conditions: list[str] | No
                    progress: bool = True, overrides: dict | None = None, preset: str = "bursty/transience",
                    group_size: int | None = None, hold_from: int | None = None) -> pl.DataFrame:
     """Train every condition over every seed (batched groups unless group_size is 1; the held
-    clamp's runs after the unclamped ones), then tabulate into OUT/transience.{parquet,md}."""
+    clamp's runs after the unclamped ones), then tabulate into OUT/transience.{parquet,md} and
+    draw OUT/transience.{png,svg}."""
     out = Path(out)
     configs = plan(preset, conditions, steps, overrides)
     if hold_from is not None and hold_from >= next(iter(configs.values())).train.steps:
@@ -112,6 +115,7 @@ def run_experiment(out: str | Path, seeds: list[int], conditions: list[str] | No
     result = tabulate(out, list(configs), seeds)
     result.write_parquet(out / "transience.parquet")
     (out / "transience.md").write_text(markdown(result))
+    figures.save_figure(figures.transience_figure({c: [run_dir_of(out, c, s) for s in seeds] for c in configs}), out / FIGURE_STEM)
     return result
 
 

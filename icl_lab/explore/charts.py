@@ -49,7 +49,7 @@ def _y_title(metrics: list[str]) -> str:
 def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, domain: list[str], axis: str = "step",
                  log_x: bool = False, log_y: bool = False, rules: pl.DataFrame | None = None,
                  marks: pl.DataFrame | None = None, width: int = PANEL_WIDTH, levels: pl.DataFrame | None = None,
-                 colour_title: str | None = None) -> alt.VConcatChart:
+                 colour_title: str | None = None, y_title: str | None = None) -> alt.VConcatChart:
     """One panel per list of metrics, stacked, sharing the x axis and a hover ruler.
 
     curves: step, metric, value, run, condition (by="run"), or explore.condition_bands's frame
@@ -59,7 +59,8 @@ def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, doma
     come from the whole `domain`, so a name keeps its colour whatever else is shown. marks: step, label rules drawn in every panel
     (grokking's s₁, s₂). levels: metric, value, label horizontal reference rules, each drawn
     in the panels showing its metric (Singh et al.'s ln 2 plateau). colour_title: the
-    legend's title (default `by`; a figure that colours by metric names it "measure")."""
+    legend's title (default `by`; a figure that colours by metric names it "measure"). y_title:
+    every panel's y title (default: the metrics' family, e.g. "accuracy")."""
     y = "value" if by == "run" else "mean"
     high = float(curves["step"].max()) if curves.height else 10.0
     x = _x(axis, log_x, high)
@@ -74,13 +75,14 @@ def curve_panels(curves: pl.DataFrame, panels: list[list[str]], *, by: str, doma
     for metrics in panels:
         data = curves.filter(pl.col("metric").is_in(metrics)).to_pandas()
         base = alt.Chart(data, title=" · ".join(metrics)).encode(x=x)
-        dash = alt.StrokeDash("metric:N", scale=alt.Scale(domain=metrics), title="metric")
+        # a panel of one metric names it in its title: no dash legend to repeat it
+        dash = alt.StrokeDash("metric:N", scale=alt.Scale(domain=metrics), title="metric", legend=None if len(metrics) == 1 else alt.Legend())
         y_scale = alt.Scale(type="log" if log_y else "linear", zero=False)
         tooltip = [by, "metric", alt.Tooltip("step:Q", title=axis), alt.Tooltip(f"{y}:Q", format=".4g")]
         layers = []
         if by == "condition":
             layers.append(base.mark_area(opacity=0.15).encode(y=alt.Y("low:Q", scale=y_scale), y2="high:Q", color=colour, detail="metric:N"))
-        line = base.mark_line().encode(y=alt.Y(f"{y}:Q", title=_y_title(metrics), scale=y_scale), color=colour, strokeDash=dash, detail=f"{by}:N")
+        line = base.mark_line().encode(y=alt.Y(f"{y}:Q", title=y_title or _y_title(metrics), scale=y_scale), color=colour, strokeDash=dash, detail=f"{by}:N")
         points = base.mark_point(size=30, filled=True).encode(
             y=f"{y}:Q", color=colour, opacity=alt.condition(hover, alt.value(1), alt.value(0)), tooltip=tooltip).add_params(hover)
         ruler = base.mark_rule(color="#888").transform_filter(hover)

@@ -8,7 +8,8 @@
 One module per paper layout: singh (loss against sequences, one curve per condition, ln 2
 marked), reddy (ICL and IWL heatmaps over K × B), nanda (train/test, restricted and excluded
 loss, s₁ and s₂), rfm (accuracy and circulant deviation against iteration), antigrokking
-(accuracy and HTSR α against steps, with and without weight decay); runs (any runs' curves,
+(accuracy and HTSR α against steps, with and without weight decay), transience (the strategy
+probes against steps, one panel per condition); runs (any runs' curves,
 `icl-lab plot`); files (save_figure: PNG and SVG through vl-convert, atomic writes).
 """
 
@@ -19,6 +20,7 @@ from icl_lab.figures.reddy import reddy_figure
 from icl_lab.figures.rfm import rfm_figure
 from icl_lab.figures.runs import grouped_curves, read_runs, runs_figure
 from icl_lab.figures.singh import singh_figure
+from icl_lab.figures.transience import transience_figure
 
 __all__ = [
     "FORMATS",
@@ -32,4 +34,5 @@ __all__ = [
     "runs_figure",
     "save_figure",
     "singh_figure",
+    "transience_figure",
 ]
