@@ -22,6 +22,6 @@ def reddy_figure(table: pl.DataFrame) -> alt.HConcatChart:
         for row in table.iter_rows(named=True):
             values[classes.index(row["K"]), bursts.index(row["B"])] = row[column]
         chart = charts.heatmap(values, bursts, classes, f"final {title}", x_title="burstiness B", y_title="classes K",
-                               domain=[0.0, 1.0], scheme="blues", text=True)
+                               domain=[0.0, 1.0], scheme="blues", text=True, value_title="accuracy (mean over seeds)")
         panels.append(chart.properties(width=60 * len(bursts) + 40, height=36 * len(classes)))
     return alt.hconcat(*panels).resolve_scale(color="shared")
