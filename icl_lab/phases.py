@@ -55,6 +55,7 @@ summary.json reads each tracked metric with its task's reading, else the default
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -250,7 +251,8 @@ class Transience:
         return self.reason is None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """As JSON can hold it: a level that could not be read (NaN) is None."""
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}
 
 
 def find_transience(steps, values, direction: str = "up", min_rise: float = 0.2, min_loss: float = 0.5,

@@ -5,6 +5,7 @@ import pytest
 from conftest import tree_digest
 
 from icl_lab.config import MAX_STEPS, ConfigError
+from icl_lab.store import intact_state_steps
 
 
 @pytest.mark.parametrize("steps", [1e20, MAX_STEPS + 1, "1e12"])
@@ -44,7 +45,9 @@ def _interrupt_when_running(cmd, run_dir, env=None):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if json.loads(status.read_text())["state"] == "running" and any((run_dir / "checkpoints").glob("*.safetensors")):
+            # a complete checkpoint (weights and training state), not one half-written: under load
+            # a Ctrl-C between its files leaves a run that restarts from step 0 (and says so)
+            if json.loads(status.read_text())["state"] == "running" and intact_state_steps(run_dir)[0]:
                 break
         except (OSError, ValueError, KeyError):
             pass

@@ -28,10 +28,9 @@ def test_transience_runs_every_condition_and_tabulates_the_runs_curves(tmp_path)
         none = load_run(tmp_path / f"none-seed{seed}")
         curve = none.curve("icl_accuracy")
         values = curve["value"].to_numpy()
-        # independent: the first evaluation at the running median's highest point (window 3, edges padded as phases does)
-        padded = np.concatenate([[values[0]], values, [values[-2]]])
-        smooth = np.array([np.median(padded[i : i + 3]) for i in range(len(values))])
-        peak = int(curve["step"][int(np.argmax(smooth))])
+        # independent: the first evaluation 90% of the way from the first value to the first quarter's highest
+        quarter = values[: max(2, len(values) // 4)]
+        peak = next(int(s) for s, v in zip(curve["step"], values) if v >= values[0] + 0.9 * (quarter.max() - values[0]))
         (spec,) = load_run(tmp_path / f"hold_induction-seed{seed}").config.interventions
         assert spec.steps == (peak, -1) and spec.target == "induction" and spec.hook == "blocks.1.attn.hook_pattern"
         at = none.metrics.filter(pl.col("metric").str.starts_with("induction_score.L1H") & (pl.col("step") == peak))
@@ -52,6 +51,8 @@ def test_each_condition_changes_only_what_it_names():
     assert set(transience.STRATEGY_METRICS) <= set(base.measures) and base.train.steps == 100
     assert configs["weight_decay"].train.weight_decay == transience.WEIGHT_DECAY and base.train.weight_decay == 0
     assert configs["weight_decay"].train.optimizer == "adam"  # coupled: L2 in the gradient
+    assert configs["decoupled_decay"].train.optimizer == "adamw"  # decoupled: θ ← θ − lr·λ·θ
+    assert configs["decoupled_decay"].train.weight_decay == transience.DECOUPLED_WEIGHT_DECAY
     assert configs["match_exemplars"].task_config.match_exemplars and not base.task_config.match_exemplars
     for name, config in configs.items():
         assert config.model == base.model and config.interventions == ()
@@ -72,3 +73,11 @@ def test_transience_refuses_bad_input_before_training(tmp_path):
     with pytest.raises(ConfigError, match="--hold-from 500 is not before the runs' last step 100"):
         transience.run_experiment(tmp_path, seeds=[0], steps=100, hold_from=500, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_hold_starts_where_the_first_rise_ends_not_at_a_late_maximum():
+    steps = np.arange(0, 4000, 100)
+    # rises by step 300 to 0.5, falls to 0.4, then rises again late to 0.6 (a bimodal run)
+    values = np.concatenate([[0.03, 0.2, 0.4, 0.5, 0.49], np.full(25, 0.4), np.linspace(0.4, 0.6, 10)])
+    assert transience.first_rise_end(steps, values) == 300  # 0.03 + 0.9 (0.5 − 0.03) = 0.453
+    assert transience.first_rise_end(steps, np.full(40, 0.1)) == 0  # no rise: from the start

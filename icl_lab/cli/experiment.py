@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--hold-from", dest="hold_from", type=count, default=None, metavar="STEP",
-        help="transience: the step from which hold_induction holds the head (default: each seed's ICL peak in its unclamped run)",
+        help="transience: the step from which hold_induction holds the head (default: where each seed's first ICL rise ends in its unclamped run)",
     )
     parser.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",

@@ -16,7 +16,7 @@ EXPERIMENTS = {
     "anti-grokking) and the hidden layers' HTSR alpha at each.",
     "transience": "Singh et al. (NeurIPS 2023, ICML 2025): ICL that rises and then fades on bursty/transience "
     "(K = 256, B = 4, long), read with the strategy probes (ICL, flip, CIWL, IWL accuracy) under no change, "
-    "L2 weight decay, persistent-ICL data (exact-copy queries) and the induction head held from the ICL peak on: "
+    "L2 weight decay, persistent-ICL data (exact-copy queries) and the induction head held from the end of the first ICL rise on: "
     "peak, fall and which strategy ends on top, mean ± sd over seeds.",
     "llc-stages": "Hoogland et al. (TMLR 2025) stages from the local learning coefficient beside the ICL "
     "transition, on the reference preset (bursty/small; --preset pairs/cpu: Singh et al.'s task) with no clamp, "

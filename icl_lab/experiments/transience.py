@@ -11,10 +11,13 @@ Conditions (each over the seeds):
 - `none`: the preset;
 - `weight_decay`: L2 regularisation, `train.weight_decay` = WEIGHT_DECAY with Adam (coupled:
   λ·θ added to the gradient, the L2 penalty ½λ‖θ‖² of Singh et al. 2023);
+- `decoupled_decay`: AdamW, θ ← θ − lr·λ·θ beside the Adam step (Loshchilov & Hutter), λ =
+  DECOUPLED_WEIGHT_DECAY: with Adam the coupled penalty's gradient is rescaled per parameter by
+  the gradient's running RMS, so it is not the same regulariser;
 - `match_exemplars`: their persistent-ICL data (`task.match_exemplars`: every copy of a class
   in a training sequence is one item, and the query its exact copy);
-- `hold_induction`: from the `none` run's ICL peak (same seed; `hold_from` to choose the step)
-  on, its strongest layer-1 induction head at that step held to the ideal induction pattern
+- `hold_induction`: from the end of the `none` run's first ICL rise (same seed; `hold_from`
+  to choose the step) on, its strongest layer-1 induction head at that step held to the ideal induction pattern
   (query row): does holding the circuit keep ICL, or does CIWL take the output anyway?
 
 The table, per condition, mean ± sd over seeds: the ICL-accuracy curve's peak and its step,
@@ -29,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from icl_lab import figures
@@ -42,13 +46,17 @@ from icl_lab.store import load_run
 from interventions import Intervention
 
 WEIGHT_DECAY = 1e-3
+DECOUPLED_WEIGHT_DECAY = 0.1  # AdamW's: θ shrinks by lr·λ = 3e-4 of itself a step at lr 3e-3
 CONDITIONS = {
     "none": "the preset",
     "weight_decay": f"L2 regularisation: Adam with train.weight_decay={WEIGHT_DECAY:g} (Singh et al. 2023)",
+    "decoupled_decay": f"decoupled weight decay: AdamW with train.weight_decay={DECOUPLED_WEIGHT_DECAY:g}",
     "match_exemplars": "persistent-ICL data: the query an exact copy of its context item (Singh et al. 2025)",
-    "hold_induction": "the strongest layer-1 induction head held to the ideal induction pattern from the ICL peak on",
+    "hold_induction": "the strongest layer-1 induction head held to the ideal induction pattern from the end of the first ICL rise on",
 }
-SETTINGS = {"weight_decay": {"train.weight_decay": WEIGHT_DECAY}, "match_exemplars": {"task.match_exemplars": True}}
+SETTINGS = {"weight_decay": {"train.weight_decay": WEIGHT_DECAY},
+            "decoupled_decay": {"train.optimizer": "adamw", "train.weight_decay": DECOUPLED_WEIGHT_DECAY},
+            "match_exemplars": {"task.match_exemplars": True}}
 STRATEGY_METRICS = ("icl_accuracy", "flip_accuracy", "ciwl_accuracy", "iwl_accuracy")
 FIGURE_STEM = "transience"  # OUT/transience.png and .svg: the probes against steps, a panel per condition
 
@@ -79,12 +87,24 @@ def plan(preset: str, conditions: list[str] | None, steps: int | None, overrides
             for c in CONDITIONS if c in wanted}
 
 
+def first_rise_end(steps, values) -> int:
+    """Where ICL's first rise ends: the first evaluation at which the accuracy has come 90% of
+    the way from its first value to its highest value in the first quarter of the run's
+    evaluations. The early peak, not the curve's global maximum: a run whose ICL fell and then
+    rose again late (Nguyen & Reddy's bimodal runs) has its maximum near the end."""
+    steps, values = np.asarray(steps), np.asarray(values, dtype=float)
+    early = values[: max(2, len(values) // 4)]
+    level = values[0] + 0.9 * (np.nanmax(early) - values[0])
+    return int(steps[np.argmax(values >= level)])
+
+
 def held_clamp(reference: Path, hold_from: int | None = None) -> Intervention:
-    """The `hold_induction` clamp: the reference run's strongest layer-1 induction head at its
-    ICL peak (or at `hold_from`), held to the ideal induction pattern from that step on."""
+    """The `hold_induction` clamp: the reference run's strongest layer-1 induction head at the
+    end of its first ICL rise (`first_rise_end`, or at `hold_from`), held to the ideal
+    induction pattern from that step on."""
     run = load_run(reference)
     curve = run.curve("icl_accuracy")
-    step = hold_from if hold_from is not None else find_transience(curve["step"].to_numpy(), curve["value"].to_numpy()).peak_step
+    step = hold_from if hold_from is not None else first_rise_end(curve["step"].to_numpy(), curve["value"].to_numpy())
     metrics = run.metrics.filter(pl.col("metric").str.starts_with("induction_score.L1H"))
     at = metrics.filter(pl.col("step") == metrics.filter(pl.col("step") <= step)["step"].max())
     best = at.sort("value", descending=True)["metric"][0]
