@@ -104,7 +104,7 @@ def test_circuit_preset_single_head_ablations_isolate_the_induction_head(tmp_pat
     from icl_lab import get_preset
     from icl_lab.store import load_run
 
-    config = get_preset("bursty", "circuit").config.with_overrides({"train.steps": 2000, "train.checkpoint_every": 0, "device": "cpu"})
+    config = get_preset("bursty", "circuit").config.with_overrides({"train.steps": 2000, "train.checkpoint_every": 0, "train.eval_every": 500, "device": "cpu"})
     run = train(config, tmp_path / "circuit", progress=False).run_dir
     final = load_run(run).wide().tail(1)
     score = {(l, "induction"): final[f"induction_score.L{l}H0"][0] for l in range(3)}

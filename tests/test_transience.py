@@ -42,6 +42,10 @@ def test_transience_runs_every_condition_and_tabulates_the_runs_curves(tmp_path)
         assert row[f"{metric}_sd"] == pytest.approx(np.std([f[metric] for f in finals], ddof=1))
     peaks = [find_transience(load_run(tmp_path / f"none-seed{s}").curve("icl_accuracy")["step"], load_run(tmp_path / f"none-seed{s}").curve("icl_accuracy")["value"]).peak_value for s in (0, 1)]
     assert row["peak_icl_mean"] == pytest.approx(np.mean(peaks))
+    flips = [load_run(tmp_path / f"none-seed{s}").curve("flip_accuracy") for s in (0, 1)]
+    assert row["peak_flip_mean"] == pytest.approx(np.mean([f["value"].max() for f in flips]))
+    first_best = [f.filter(f["value"] == f["value"].max())["step"].min() for f in flips]
+    assert row["peak_flip_step_mean"] == pytest.approx(np.mean(first_best))
 
 
 def test_each_condition_changes_only_what_it_names():

@@ -21,7 +21,7 @@ Conditions (each over the seeds):
   (query row): does holding the circuit keep ICL, or does CIWL take the output anyway?
 
 The table, per condition, mean ± sd over seeds: the ICL-accuracy curve's peak and its step,
-the step where it has lost half its gain (seeds with a lasting fall, phases.find_transience),
+the flip accuracy's (ICL alone) highest evaluation and its step, the step where it has lost half its gain (seeds with a lasting fall, phases.find_transience),
 final ICL, flip, CIWL and IWL accuracy, and which strategy ends on top in each seed: the largest
 of ICL = flip accuracy, IWL = iwl accuracy and CIWL = ciwl accuracy − iwl accuracy (the ciwl
 probe is answered by IWL too; CIWL alone fails the iwl probe).
@@ -154,10 +154,15 @@ def tabulate(out: Path, conditions: list[str], seeds: list[int]) -> pl.DataFrame
             curve = run.curve("icl_accuracy")
             found = find_transience(curve["step"].to_numpy(), curve["value"].to_numpy())
             final = {m: run.summary["final"][m] for m in STRATEGY_METRICS}
-            per_seed.append({"found": found, "final": final, "top": strategy_on_top(final)})
+            flip = run.curve("flip_accuracy")
+            best = int(flip["value"].arg_max())
+            per_seed.append({"found": found, "final": final, "top": strategy_on_top(final),
+                             "flip_peak": (float(flip["value"][best]), float(flip["step"][best]))})
         row = {"condition": condition, "seeds": len(per_seed)}
         for key, values in (("peak_icl", [s["found"].peak_value for s in per_seed]),
                             ("peak_step", [float(s["found"].peak_step) for s in per_seed]),
+                            ("peak_flip", [s["flip_peak"][0] for s in per_seed]),
+                            ("peak_flip_step", [s["flip_peak"][1] for s in per_seed]),
                             *((m, [s["final"][m] for s in per_seed]) for m in STRATEGY_METRICS)):
             row[f"{key}_mean"], row[f"{key}_sd"] = mean_sd(values)
         falls = [float(s["found"].half_step) for s in per_seed if s["found"].transient and s["found"].half_step is not None]
@@ -177,13 +182,13 @@ def _cell(mean, sd, digits: int = 2) -> str:
 
 def markdown(table: pl.DataFrame) -> str:
     """One row per condition: peak, fall and final strategy accuracies (mean ± sd over seeds)."""
-    columns = ["condition", "seeds", "peak ICL acc", "peak step", "fall (½ gain lost): seeds, step", "final ICL acc",
+    columns = ["condition", "seeds", "peak ICL acc", "peak step", "peak flip (ICL), step", "fall (½ gain lost): seeds, step", "final ICL acc",
                "final flip (ICL)", "final ciwl", "final iwl", "on top at the end"]
     rows = []
     for r in table.iter_rows(named=True):
         fall = f"{r['fall_seeds']}/{r['seeds']}" + ("" if r["fall_step_mean"] is None else f": {_cell(r['fall_step_mean'], r['fall_step_sd'], 0)}")
         rows.append([r["condition"], r["seeds"], _cell(r["peak_icl_mean"], r["peak_icl_sd"]), _cell(r["peak_step_mean"], r["peak_step_sd"], 0),
-                     fall, *(_cell(r[f"{m}_mean"], r[f"{m}_sd"]) for m in STRATEGY_METRICS), r["on_top"]])
+                     f"{_cell(r['peak_flip_mean'], r['peak_flip_sd'])} @ {_cell(r['peak_flip_step_mean'], r['peak_flip_step_sd'], 0)}", fall, *(_cell(r[f"{m}_mean"], r[f"{m}_sd"]) for m in STRATEGY_METRICS), r["on_top"]])
     legend = ("on top: the largest of ICL = flip accuracy, IWL = iwl accuracy, CIWL = ciwl − iwl accuracy, "
               "in each seed's last evaluation")
     return "\n".join(markdown_table(columns, rows) + ["", legend]) + "\n"
