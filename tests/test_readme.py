@@ -97,12 +97,12 @@ def test_readme_api_examples_run_and_show_the_icl_transition(tmp_path, monkeypat
     # the clamped run: the ideal induction pattern removes the plateau, the jump comes earlier
     clamped = namespace["clamped"].summary
     assert clamped["transitions"]["icl_accuracy"]["transition_step"] < transition["transition_step"]
-    assert all(calls["train"] == 3000 for calls in clamped["intervention_calls"].values())
+    assert all(calls["train"] == 2000 for calls in clamped["intervention_calls"].values())
     # the stored clamped run at its newest checkpoint: the clamp holds the query on its label
     m = namespace["m"]
     query_row = namespace["clamped_cache"]["blocks.1.attn.hook_pattern"][:, 0, -1]  # [batch, key]
     ideal, _ = m.task.ideal_attention("induction", m.task.eval_sets()["icl"])  # [batch, query, key]
-    assert m.step == 3000 and torch.allclose(query_row, ideal[:, -1].to(query_row.dtype), atol=1e-5)
+    assert m.step == 2000 and torch.allclose(query_row, ideal[:, -1].to(query_row.dtype), atol=1e-5)
 
 
 def shortened_presets(monkeypatch, steps: int) -> None:

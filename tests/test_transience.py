@@ -85,3 +85,23 @@ def test_the_hold_starts_where_the_first_rise_ends_not_at_a_late_maximum():
     values = np.concatenate([[0.03, 0.2, 0.4, 0.5, 0.49], np.full(25, 0.4), np.linspace(0.4, 0.6, 10)])
     assert transience.first_rise_end(steps, values) == 300  # 0.03 + 0.9 (0.5 − 0.03) = 0.453
     assert transience.first_rise_end(steps, np.full(40, 0.1)) == 0  # no rise: from the start
+
+
+@pytest.mark.slow
+def test_runs_extended_with_resume_steps_are_tabulated_without_training_again(tmp_path):
+    from icl_lab.train import extend
+
+    transience.run_experiment(tmp_path, seeds=[0], conditions=["hold_induction"], steps=16, progress=False, overrides=TINY)
+    runs = [tmp_path / "none-seed0", tmp_path / "hold_induction-seed0"]
+    for run_dir in runs:  # `icl-lab resume RUN --steps 24`, run by run
+        extend(run_dir, 24, progress=False)
+    written = {run_dir: (run_dir / "metrics.parquet").stat().st_mtime_ns for run_dir in runs}
+    table = transience.run_experiment(tmp_path, seeds=[0], conditions=["hold_induction"], steps=24, progress=False, overrides=TINY)
+    assert {run_dir: (run_dir / "metrics.parquet").stat().st_mtime_ns for run_dir in runs} == written  # kept, not retrained
+    for condition, run_dir in zip(("none", "hold_induction"), runs):
+        run = load_run(run_dir)
+        assert run.metrics["step"].max() == 24
+        row = table.filter(pl.col("condition") == condition).row(0, named=True)
+        assert row["iwl_accuracy_mean"] == pytest.approx(run.summary["final"]["iwl_accuracy"])
+    (spec,) = load_run(runs[1]).config.interventions
+    assert spec.steps[1] == -1  # the held clamp went on to the new end
