@@ -22,7 +22,7 @@ TINY = '''
 [sweep]
 task = "bursty"
 preset = "small"
-set = { "task.num_classes" = 64, "task.num_labels" = 8, "task.eval_size" = 32, "model.d_model" = 16, "train.batch_size" = 8, "train.steps" = STEPS, "train.eval_every" = 4, "train.checkpoint_every" = EVERY, "device" = "cpu" }
+set = { "task.num_classes" = 64, "task.num_labels" = 8, "task.eval_size" = 32, "model.d_model" = 16, "train.batch_size" = 8, "train.steps" = STEPS, "train.eval_every" = 20, "train.checkpoint_every" = EVERY, "device" = "cpu" }
 '''
 
 
