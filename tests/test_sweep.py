@@ -22,13 +22,13 @@ TINY = '''
 [sweep]
 task = "bursty"
 preset = "small"
-set = { "task.num_classes" = 64, "task.num_labels" = 8, "task.eval_size" = 32, "model.d_model" = 16, "train.batch_size" = 8, "train.steps" = STEPS, "train.eval_every" = 20, "train.checkpoint_every" = EVERY, "device" = "cpu" }
+set = { "task.num_classes" = 64, "task.num_labels" = 8, "task.eval_size" = 32, "model.d_model" = 16, "train.batch_size" = 8, "train.steps" = STEPS, "train.eval_every" = EVAL, "train.checkpoint_every" = EVERY, "device" = "cpu" }
 '''
 
 
-def spec(tmp_path, body, steps=8, name="s.toml", checkpoint_every=0):
+def spec(tmp_path, body, steps=8, name="s.toml", checkpoint_every=0, eval_every=4):
     path = tmp_path / name
-    path.write_text(TINY.replace("STEPS", str(steps)).replace("EVERY", str(checkpoint_every)) + body)
+    path.write_text(TINY.replace("STEPS", str(steps)).replace("EVERY", str(checkpoint_every)).replace("EVAL", str(eval_every)) + body)
     return path
 
 
@@ -280,7 +280,8 @@ def test_kill_9_of_the_sweep_takes_its_workers_with_it(tmp_path):
 @pytest.mark.parametrize("workers, target", [(1, "process"), (2, "process"), (2, "process group")])
 def test_ctrl_c_stops_the_sweep_and_a_rerun_resumes_exactly(tmp_path, workers, target):
     # long enough that Ctrl-C lands inside a run even when the machine is busy
-    path = spec(tmp_path, f"[axes]\nseed = {list(range(workers + 1))}\n", steps=400, checkpoint_every=10)
+    # evaluated every 20 steps: the exactness check below compares every evaluation all the same
+    path = spec(tmp_path, f"[axes]\nseed = {list(range(workers + 1))}\n", steps=400, checkpoint_every=10, eval_every=20)
     out = tmp_path / "out"
 
     def interruptible():  # a member under way with a checkpoint after step 0
