@@ -220,11 +220,11 @@ def check_finished(run_dir, steps: int, device_type: str) -> None:
     assert sorted(set(metrics["step"].to_list())) == [0, steps]
     assert "train_loss" in metrics["metric"].to_list()
     # perfect copying puts all of the output on the two context labels, so the IWL probe's target
-    # (its class absent from the context) gets probability 0: its loss is +inf by construction
-    may_be_infinite = {"iwl_loss"} if any(
-        spec.target == "perfect_copying" for spec in run.config.interventions) else set()
+    # (its class absent from the context) gets probability 0: its loss is +inf by construction,
+    # and every other value is finite
+    infinite = {"iwl_loss"} if any(spec.target == "perfect_copying" for spec in run.config.interventions) else set()
     for metric, value in zip(metrics["metric"].to_list(), metrics["value"].to_list()):
-        assert math.isfinite(value) or (metric in may_be_infinite and value == math.inf), (run_dir, metric, value)
+        assert (value == math.inf) if metric in infinite else math.isfinite(value), (run_dir, metric, value)
 
 
 def train_guarded(kind: str, device: str, steps: int, tmp_path, monkeypatch, guard) -> None:
