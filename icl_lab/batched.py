@@ -189,7 +189,10 @@ def shared_fields(config: RunConfig) -> dict[str, object]:
 
 
 def unbatchable(config: RunConfig) -> str | None:
-    """Why `config` cannot be trained in a group (a clamp target in UNBATCHABLE_TARGETS), or None."""
+    """Why `config` cannot be trained in a group (a clamp target in UNBATCHABLE_TARGETS, or
+    train.last_position_only), or None."""
+    if config.train.last_position_only:
+        return "train.last_position_only cuts the last block of one model, not of a batched group"
     for spec in config.interventions:
         if spec.target in UNBATCHABLE_TARGETS:
             return (f"intervention {spec.label} has target {spec.target!r}, which train_group cannot batch "

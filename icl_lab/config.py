@@ -235,6 +235,9 @@ class TrainConfig:
     checkpoints_per_decade: int = 0
     loss_dtype: str = "float32"  # float32 | float64 (Nanda et al. compute the loss in float64)
     nonfinite_loss: str = "fail"  # fail: a NaN/inf training loss fails the run | continue (to study divergence)
+    # training forwards compute the last block's MLP, final norm and unembedding at the last
+    # position only (the loss reads nothing else; icl_lab/last_position.py)
+    last_position_only: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self, "train", at_least_one=("steps", "batch_size", "eval_every"), choices={

@@ -21,6 +21,7 @@ RUNNERS = {
     "reddy-phases": "icl_lab.experiments.reddy",
     "llc-stages": "icl_lab.experiments.llc_stages",
     "transience": "icl_lab.experiments.transience",
+    "nanda-phases": "icl_lab.experiments.nanda",
 }
 # the options beyond seeds/steps/--set each experiment takes (checked before any run), and
 # its default preset
@@ -28,6 +29,7 @@ OPTIONS = {
     "singh-clamps": {"preset": "pairs/cpu", "conditions": None, "group_size": None},
     "reddy-phases": {"preset": "bursty/small", "grid": None, "group_size": None},
     "anti-grokking": {},
+    "nanda-phases": {},
     "llc-stages": {"preset": "bursty/small", "conditions": None, "group_size": None, "workers": None, "llc_from": 10},
     "transience": {"preset": "bursty/transience", "conditions": None, "group_size": None, "hold_from": None},
 }

@@ -14,6 +14,9 @@ EXPERIMENTS = {
     "anti-grokking": "Prakash & Martin (2025) at CPU length: digits/cpu (MLP, 1,000 training "
     "images, MSE, 8x init) with and without weight decay; phases (memorisation, grokking, "
     "anti-grokking) and the hidden layers' HTSR alpha at each.",
+    "nanda-phases": "Nanda et al. (ICLR 2023) at their size on a CPU: modular/nanda (a + b mod 113, 30% of pairs, "
+    "full batch, 1 layer, d_model 128) to 15k steps; the phase boundaries (memorised, restricted-loss fall, "
+    "generalised, clean-up's end) and key frequencies read from the progress measures, beside the paper's (~40 min a seed on 2 cores).",
     "transience": "Singh et al. (NeurIPS 2023, ICML 2025): ICL that rises and then fades on bursty/transience "
     "(K = 256, B = 4, long), read with the strategy probes (ICL, flip, CIWL, IWL accuracy) under no change, "
     "L2 weight decay, persistent-ICL data (exact-copy queries) and the induction head held from the end of the first ICL rise on: "

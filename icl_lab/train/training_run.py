@@ -10,6 +10,7 @@ model before any update; step s is the model after s updates.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,6 +81,12 @@ class TrainingRun:
 
         install_speedups()
         self.model = build_model(config.model, self.task.io, seed=config.seed + 1, device=device)
+        self.cut_block = None  # train.last_position_only: the last block, cut during training forwards
+        if self.cfg.last_position_only:
+            from icl_lab import last_position
+
+            last_position.check_interventions(self.model, config.interventions)
+            self.cut_block = last_position.install(self.model)
         self.engine = attach_clamps(self.model, self.task, config)
         self.optimizer = make_optimizer(self.model, self.cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.cfg))
@@ -152,11 +159,21 @@ class TrainingRun:
         """The update from step-1 to step: batch, forward (every hook point fires), loss,
         backward, optimizer and schedule step, loss tally."""
         batch = self.sample_batch(step)
-        logits = self.model.forward_batch(batch)
+        with self.training_forward():
+            logits = self.model.forward_batch(batch)
         loss = self.task.loss(logits.to(self.loss_dtype), batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.update(loss, step)
+
+    def training_forward(self) -> contextlib.AbstractContextManager:
+        """The context of a training step's forward: cut to the last position where
+        train.last_position_only asks (icl_lab/last_position.py), else nothing."""
+        if self.cut_block is None:
+            return contextlib.nullcontext()
+        from icl_lab.last_position import cut_to_last_position
+
+        return cut_to_last_position(self.cut_block)
 
     def update(self, loss: torch.Tensor, step: int) -> None:
         """After loss.backward(): clip, step the optimizer and schedule, tally the loss."""
