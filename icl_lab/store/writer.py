@@ -136,6 +136,23 @@ class RunWriter:
                                                               "metric_rows": rows})
         return path
 
+    def prune_states(self, keep: int) -> list[int]:
+        """Drop the training state of every checkpoint but the `keep` newest that have one:
+        those checkpoints become weights-only (the attention view and `load_model` read them;
+        resume starts from the newest intact state). The record, whose presence marks a
+        complete checkpoint, goes first, so a kill mid-way leaves at most an unread state file.
+        Returns the steps pruned."""
+        with_state = [s for s in checkpoint_steps(self.dir) if self.paths.state_record(s).exists()]
+        pruned = with_state[:-keep] if keep > 0 else with_state
+        removed = []
+        for step in pruned:
+            for f in (self.paths.state_record(step), self.paths.state_tensors(step)):
+                f.unlink(missing_ok=True)
+                removed.append(f)
+        if removed:
+            manifest.forget(self.dir, removed)
+        return pruned
+
     def set_status(self, state: str, error: str | None = None, **extra: Any) -> None:
         if state not in STATES:
             raise ValueError(f"status {state!r} is not one of {STATES}")

@@ -31,6 +31,7 @@ from icl_lab.train.optimizer import lr_factor, make_optimizer
 from icl_lab.train.resume import check_training_state, record_extension, restore_training_state, resumable_step
 from icl_lab.train.summary import summarize
 from interventions.engine import InterventionEngine
+from interventions.targets.base import Target
 
 if TYPE_CHECKING:  # icl_lab.models imports TransformerLens (seconds): loaded when a model is built
     from icl_lab.models import LabModel
@@ -51,6 +52,11 @@ class TrainResult:
 def run_record(config: RunConfig, device: torch.device) -> dict[str, Any]:
     """config.json: the full config plus what is needed to trust and rerun it."""
     return {**config.to_dict(), **provenance_record(device)}
+
+
+# training states kept on disk (the newest ones): resume starts from the newest intact one, and
+# falls back to the one before when a kill tore the newest
+KEEP_STATES = 2
 
 
 class NonFiniteLoss(RuntimeError):
@@ -233,7 +239,28 @@ class TrainingRun:
             return None
         return self.llc_context.at(step, self.config.interventions, self.task, self.engine)
 
+    def keeps_every_state(self) -> bool:
+        """Whether every checkpoint keeps its training state: runs whose clamp targets
+        accumulate state across forwards (`running_mean`), which evaluating a stored checkpoint
+        with its clamps reads back (icl_lab.checkpoints.clamps_at_checkpoint)."""
+        return self.engine is not None and any(type(t).state is not Target.state for t in self.engine.targets)
+
     def checkpoint(self, step: int) -> None:
+        """Weights at `step`, with the full training state where resume may start: the
+        `checkpoint_every` grid, step 0 and the last step. The denser view-only checkpoints
+        (log-spaced, window) are weights only, and once a new state is written only the
+        KEEP_STATES newest stay (docs/disk.md): older checkpoints keep their weights."""
+        if self.keeps_every_state() or self.due(self.cfg.checkpoint_every, step):
+            self.write_checkpoint(step, with_state=True)
+            if not self.keeps_every_state():
+                self.writer.prune_states(KEEP_STATES)
+        else:
+            self.write_checkpoint(step, with_state=False)
+
+    def write_checkpoint(self, step: int, with_state: bool) -> None:
+        if not with_state:
+            self.writer.save_checkpoint(step, self.model.checkpoint_state())
+            return
         self.writer.save_checkpoint(step, self.model.checkpoint_state(), TrainingState(
             step=step,
             optimizer=self.optimizer.state_dict(),
