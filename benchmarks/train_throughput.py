@@ -1,29 +1,27 @@
-"""Training throughput: our trainer against a plain-PyTorch loop of the same model.
+"""Training throughput as a fraction of what the machine can do: our trainer against a plain-
+PyTorch loop of the same model, eager and compiled, with a roofline.
 
-Both train the same architecture (the preset's attention-only transformer, rewritten in plain
-PyTorch as one would by hand, and checked to give the same logits from the same weights) on the
-same task batches, with the same optimizer and batch size, on the same device, in one process.
-Our side is a whole `icl_lab.train(...)` call (setup, evaluation at the first and last step, a
-checkpoint at the first and the last step, the run store; the preset's denser log-spaced and
-window checkpoints only with --dense-checkpoints) with every TransformerLens hook point of the
-bridge firing on every forward; the plain side is a bare loop. The two alternate, `--repeats`
-times each, so both see the same machine load.
+Both train the same architecture (the preset's transformer, rewritten in plain PyTorch as one
+would by hand, and checked to give the same logits from the same weights) on the same task
+batches, with the same optimizer, batch size and loss dtype, on the same device, in one
+process. Ours is the trainer's own step (`TrainingRun.train_step`: batch, forward with every
+TransformerLens hook point of the bridge firing, loss, backward, optimizer and schedule, loss
+tally); `--whole-call` adds whole `icl_lab.train` calls (setup, evaluation and a checkpoint at
+the first and last step). The plain step also runs through `torch.compile` in each mode of
+`--compile` (on CUDA add reduce-overhead: CUDA graphs). The loops alternate, `--repeats` times
+each, so all see the same machine load.
 
-    python benchmarks/train_throughput.py [--preset small] [--steps 1000] [--repeats 3]
-                                          [--threads N] [--device auto] [--dense-checkpoints]
+    python benchmarks/train_throughput.py [--task bursty|modular] [--preset small|nanda] [--steps N]
+        [--repeats 3] [--threads N] [--device auto] [--compile default,max-autotune-no-cudagraphs]
+        [--whole-call [--dense-checkpoints]] [--profile]
 
-Prints steps/s of each (median over the repeats) and the ratio ours/plain: the median of the
-per-repeat ratios (each pair ran back to back), by wall time and by this process's CPU time (on
-CPU the steadier figure when other processes share the cores; on CUDA the wall figure counts).
-Target: ratio >= 0.9.
-
-Where the rest goes (bursty/small, batch 128, 1 thread, CPU time per training step): the plain
-model's forward and backward take about 14.6 ms. TL's native math adds 1.0 ms: 0.5 ms to
-unembed all 17 positions (hook_unembed carries [batch, pos, vocab]; the plain model unembeds
-the last one) and 0.5 ms to mask the softmaxed pattern a second time (our models skip that
-identity, icl_lab/models.py). The bridge's per-call Python (component wrappers, 39 hook points,
-its forward's argument handling) adds 1.4 ms as TL ships it, 1.0 ms with our caches (0.55 ms
-a forward at batch 1). Outside the steps: two evaluations, about 0.35 s a run.
+Prints, for each loop, steps/s (median over the repeats), the ratio to the plain eager loop by
+wall time and by this process's CPU time (on CPU the steadier figure when other processes
+share the cores), and the roofline: the step's FLOPs (counted by
+torch.utils.flop_counter.FlopCounterMode: matmuls and attention, forward and backward) times
+steps/s, as a fraction of the machine's measured dense float32 matmul throughput (the best of
+five 2048^3 products at the same thread count). `--profile`: the top operators of our step
+(torch.profiler, self CPU time), where the time goes. Figures: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from icl_lab import get_preset, train
 from icl_lab.models import build_model
@@ -44,6 +43,7 @@ from icl_lab.provenance import resolve_device
 from icl_lab.store import checkpoint_steps
 from icl_lab.tasks import make_task
 from icl_lab.train import make_optimizer
+from icl_lab.train.training_run import TrainingRun
 
 
 class PlainAttention(nn.Module):
@@ -66,57 +66,116 @@ class PlainAttention(nn.Module):
         return self.o((pattern @ v).transpose(1, 2).reshape(b, t, -1))
 
 
-class PlainAttnOnly(nn.Module):
-    """Attention-only transformer, no LayerNorm, learned positions, linear input map."""
-
-    def __init__(self, d_input, d_model, n_heads, d_head, n_layers, n_ctx, n_out):
+class PlainMLP(nn.Module):
+    def __init__(self, d_model: int, d_mlp: int, act: str):
         super().__init__()
-        self.input_map = nn.Linear(d_input, d_model, bias=False)
-        self.pos = nn.Embedding(n_ctx, d_model)
-        self.blocks = nn.ModuleList(PlainAttention(d_model, n_heads, d_head, n_ctx) for _ in range(n_layers))
-        self.unembed = nn.Linear(d_model, n_out)
+        self.fc_in, self.fc_out = nn.Linear(d_model, d_mlp), nn.Linear(d_mlp, d_model)
+        self.act = {"relu": F.relu, "gelu": F.gelu}[act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc_out(self.act(self.fc_in(x)))
+
+
+class PlainTransformer(nn.Module):
+    """The presets' transformer without LayerNorm, learned positions: a linear input map
+    (continuous tokens) or an embedding (token ids), attention blocks (with a ReLU/GELU MLP
+    unless attention-only), the unembedding at the last position. `cut`: the last block's MLP
+    runs at the last position only, as train.last_position_only does."""
+
+    def __init__(self, io, m, cut: bool):
+        super().__init__()
+        self.continuous = io.input_kind == "continuous"
+        self.input_map = nn.Linear(io.d_input, m.d_model, bias=False) if self.continuous else nn.Embedding(io.d_vocab, m.d_model)
+        self.pos = nn.Embedding(io.n_ctx, m.d_model)
+        self.attn = nn.ModuleList(PlainAttention(m.d_model, m.n_heads, m.head_dim, io.n_ctx) for _ in range(m.n_layers))
+        self.mlp = nn.ModuleList() if m.attn_only else nn.ModuleList(PlainMLP(m.d_model, m.d_mlp or 4 * m.d_model, m.act_fn) for _ in range(m.n_layers))
+        self.unembed = nn.Linear(m.d_model, io.n_outputs)
+        self.cut = cut
 
     def forward(self, inputs, positions):
         x = self.input_map(inputs) + self.pos(positions)
-        for block in self.blocks:
-            x = x + block(x)
+        for i, attn in enumerate(self.attn):
+            x = x + attn(x)
+            if self.cut and i == len(self.attn) - 1:
+                x = x[:, -1:]
+            if len(self.mlp):
+                x = x + self.mlp[i](x)
         return self.unembed(x[:, -1])
 
     def copy_from(self, lab_model) -> None:
         state = lab_model.checkpoint_state()
-        with torch.no_grad():
-            self.input_map.weight.copy_(state["input_map.weight"])
-            self.pos.weight.copy_(state["bridge.pos_embed.weight"])
-            for i, block in enumerate(self.blocks):
-                for name in ("q", "k", "v", "o"):
-                    getattr(block, name).weight.copy_(state[f"bridge.blocks.{i}.attn.{name}.weight"])
-                    getattr(block, name).bias.copy_(state[f"bridge.blocks.{i}.attn.{name}.bias"])
-            self.unembed.weight.copy_(state["bridge.unembed.weight"])
-            self.unembed.bias.copy_(state["bridge.unembed.bias"])
+        names = {"input_map.weight": "input_map.weight" if self.continuous else "bridge.embed.weight", "pos.weight": "bridge.pos_embed.weight",
+                 "unembed.weight": "bridge.unembed.weight", "unembed.bias": "bridge.unembed.bias"}
+        for i in range(len(self.attn)):
+            for part in ("q", "k", "v", "o"):
+                for kind in ("weight", "bias"):
+                    names[f"attn.{i}.{part}.{kind}"] = f"bridge.blocks.{i}.attn.{part}.{kind}"
+            for mine, theirs in (("fc_in", "in"), ("fc_out", "out")):
+                if len(self.mlp):
+                    for kind in ("weight", "bias"):
+                        names[f"mlp.{i}.{mine}.{kind}"] = f"bridge.blocks.{i}.mlp.{theirs}.{kind}"
+        own = self.state_dict()
+        if set(names) != set(own):
+            raise SystemExit(f"the plain model's weights {sorted(set(own) ^ set(names))} have no counterpart in the lab model")
+        self.load_state_dict({mine: state[theirs] for mine, theirs in names.items()})
 
 
-def plain_loop(config, device, steps: int) -> tuple[float, float]:
-    """(wall seconds, CPU seconds) of `steps` plain training steps (same task, batches,
-    optimizer)."""
+def plain_setup(config, device, compile_mode: str | None = None):
+    """(task, plain model, step function, optimizer): the plain model loaded with the lab
+    model's initial weights and checked to give the same logits; `compile_mode`: the step's
+    forward and backward through torch.compile in that mode."""
     task = make_task(config.task, config.task_config, seed=config.seed, device=device)
     lab = build_model(config.model, task.io, seed=config.seed + 1, device=device)
-    m = config.model
-    model = PlainAttnOnly(task.io.d_input, m.d_model, m.n_heads, m.head_dim, m.n_layers, task.io.n_ctx, task.io.n_outputs).to(device)
+    model = PlainTransformer(task.io, config.model, cut=config.train.last_position_only).to(device)
     model.copy_from(lab)
-    batch = task.eval_sets(64)["icl"]
+    batch = task.sample_batch(64, task.make_generator(0))
     with torch.no_grad():
-        assert torch.allclose(model(batch.inputs, batch.positions), lab(batch.inputs, batch.positions), atol=1e-5), \
+        assert torch.allclose(model(batch.inputs, batch.positions), lab(batch.inputs, batch.positions), atol=1e-4), \
             "plain model is not the same function as the lab model"
     optimizer = make_optimizer(model, config.train)
-    gen = task.make_generator(config.seed + 2)
-    _sync(device)
-    start, cpu = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        batch = task.sample_batch(config.train.batch_size, gen)
-        loss = F.cross_entropy(model(batch.inputs, batch.positions), batch.targets)
+    loss_dtype = torch.float64 if config.train.loss_dtype == "float64" else torch.float32
+
+    def forward_loss(inputs, positions, targets):
+        return F.cross_entropy(model(inputs, positions).to(loss_dtype), targets)
+
+    forward_loss = torch.compile(forward_loss, mode=compile_mode) if compile_mode else forward_loss
+
+    def step(batch):
+        loss = forward_loss(batch.inputs, batch.positions, batch.targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
+    return task, model, step, optimizer
+
+
+def plain_loop(config, device, steps: int, compile_mode: str | None = None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of `steps` plain training steps (same task, batches,
+    optimizer), after 3 untimed steps (compilation, when compiled)."""
+    task, _, step, _ = plain_setup(config, device, compile_mode)
+    gen = task.make_generator(config.seed + 2)
+    for _ in range(3):
+        step(task.sample_batch(config.train.batch_size, gen))
+    _sync(device)
+    start, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        step(task.sample_batch(config.train.batch_size, gen))
+    _sync(device)
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
+def ours_steps(config, device, steps: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of `steps` of our trainer's own training step
+    (TrainingRun.train_step: batch, forward with every hook point firing, loss, backward,
+    optimizer and schedule, loss tally) without evaluations or checkpoints."""
+    run = TrainingRun(config, device)
+    run.model.train()
+    for s in range(1, 4):
+        run.train_step(s)
+    _sync(device)
+    start, cpu = time.perf_counter(), time.process_time()
+    for s in range(4, 4 + steps):
+        run.train_step(s)
     _sync(device)
     return time.perf_counter() - start, time.process_time() - cpu
 
@@ -134,6 +193,49 @@ def ours(config, steps: int, dense_checkpoints: bool = False) -> tuple[float, fl
         return wall, cpu, len(checkpoint_steps(result.run_dir))
 
 
+def step_flops(config, device) -> tuple[float, float]:
+    """(FLOPs of one training step of our trainer, of the plain model), counted by
+    torch.utils.flop_counter.FlopCounterMode over forward and backward (matmuls, attention;
+    elementwise ops count zero, as in every roofline of this kind)."""
+    run = TrainingRun(config, device)
+    run.model.train()
+    with FlopCounterMode(display=False) as ours_count:
+        run.train_step(1)
+    task, _, step, _ = plain_setup(config, device)
+    batch = task.sample_batch(config.train.batch_size, task.make_generator(0))
+    with FlopCounterMode(display=False) as plain_count:
+        step(batch)
+    return float(ours_count.get_total_flops()), float(plain_count.get_total_flops())
+
+
+def profile_table(config, device, steps: int, rows: int = 15) -> str:
+    """torch.profiler's table of our training step's operators, by self CPU time."""
+    run = TrainingRun(config, device)
+    run.model.train()
+    for s in range(1, 4):
+        run.train_step(s)
+    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        for s in range(4, 4 + steps):
+            run.train_step(s)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def matmul_peak(device, n: int = 2048, repeats: int = 5) -> float:
+    """The machine's measured dense float32 matmul throughput (FLOP/s) at the current thread
+    count: the best of `repeats` n x n x n products, 2n^3 FLOPs each."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
 def _sync(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -141,33 +243,57 @@ def _sync(device) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="small")
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--task", default="bursty", choices=["bursty", "modular"])
+    parser.add_argument("--preset", default=None, help="default: small (bursty), nanda (modular)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement (default 300 bursty, 20 modular)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--repeats", type=int, default=3, help="alternate the two loops this many times; medians count")
+    parser.add_argument("--repeats", type=int, default=3, help="alternate the loops this many times; medians count")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--compile", default="default,max-autotune-no-cudagraphs", metavar="MODES",
+                        help="torch.compile modes of the plain step to time beside eager (comma-separated; '' for none; "
+                        "reduce-overhead: CUDA graphs, on CUDA)")
+    parser.add_argument("--whole-call", action="store_true",
+                        help="also time whole icl_lab.train calls (setup, 2 evaluations, first and last checkpoints)")
     parser.add_argument("--dense-checkpoints", action="store_true",
-                        help="keep the preset's log-spaced and window checkpoints in our run (default: first and last only)")
+                        help="with --whole-call: keep the preset's log-spaced and window checkpoints (default: first and last only)")
+    parser.add_argument("--profile", action="store_true", help="print the top operators of our training step (torch.profiler)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    config = get_preset("bursty", args.preset).config.with_overrides({"device": str(device)})
-    if config.model.readout != "unembed" or config.model.normalization != "none" or config.model.positional != "learned":
-        raise SystemExit(f"the plain reference model covers attention-only, no-LN, learned-position presets; {args.preset!r} is not")
-    ours(config, 20), plain_loop(config, device, 20)  # warm-up
-    plain, mine = [], []
+    preset = args.preset or {"bursty": "small", "modular": "nanda"}[args.task]
+    steps = args.steps or {"bursty": 300, "modular": 20}[args.task]
+    config = get_preset(args.task, preset).config.with_overrides({"device": str(device)})
+    m = config.model
+    if m.readout != "unembed" or m.normalization != "none" or m.positional != "learned" or m.act_fn not in ("relu", "gelu"):
+        raise SystemExit(f"the plain reference model covers no-LN, learned-position presets with an unembedding readout; {args.task}/{preset} is not")
+    modes = [mode for mode in args.compile.split(",") if mode]
+    loops = {"plain PyTorch, eager": lambda: plain_loop(config, device, steps), "icl_lab train_step": lambda: ours_steps(config, device, steps)}
+    for mode in modes:
+        loops[f"plain PyTorch, compiled ({mode})"] = lambda mode=mode: plain_loop(config, device, steps, mode)
+    if args.whole_call:
+        loops["icl_lab.train, whole call"] = lambda: ours(config, steps, args.dense_checkpoints)[:2]
+        ours(config, 5)  # warm-up
+    times: dict[str, list] = {name: [] for name in loops}
     for _ in range(args.repeats):
-        plain.append(plain_loop(config, device, args.steps))
-        mine.append(ours(config, args.steps, args.dense_checkpoints))
-    rate = lambda times, k: statistics.median(args.steps / t[k] for t in times)  # noqa: E731
-    ratio = lambda k: statistics.median(p[k] / o[k] for p, o in zip(plain, mine))  # noqa: E731
-    print(f"device {device}, preset {args.preset}, batch {config.train.batch_size}, {args.steps} steps, "
-          f"torch threads {torch.get_num_threads()}, {args.repeats} repeats (medians)")
-    print(f"plain PyTorch loop : {rate(plain, 0):8.1f} steps/s")
-    print(f"icl_lab.train      : {rate(mine, 0):8.1f} steps/s  (whole call: setup, 2 evaluations, "
-          f"{mine[0][2]} checkpoints, every hook point firing)")
-    print(f"ratio ours/plain   : {ratio(0):.3f} by wall time, {ratio(1):.3f} by CPU time  (target >= 0.9)")
+        for name, loop in loops.items():
+            times[name].append(loop())
+    if args.profile:
+        print(profile_table(config, device, steps))
+    ours_flops, plain_flops = step_flops(config, device)
+    peak = matmul_peak(device)
+    base = "plain PyTorch, eager"
+    print(f"device {device}, {args.task}/{preset}, batch {config.train.batch_size}, {steps} timed steps, torch threads "
+          f"{torch.get_num_threads()}, {args.repeats} repeats (medians); measured matmul peak {peak / 1e9:.1f} GFLOP/s; "
+          f"FLOPs a step: ours {ours_flops / 1e9:.3f} G, plain {plain_flops / 1e9:.3f} G")
+    print("| loop | steps/s | vs plain eager (wall) | vs plain eager (CPU time) | GFLOP/s | of the matmul peak |")
+    print("|---|---|---|---|---|---|")
+    for name, runs in times.items():
+        rate = statistics.median(steps / t[0] for t in runs)
+        by_wall = statistics.median(p[0] / o[0] for p, o in zip(times[base], runs))
+        by_cpu = statistics.median(p[1] / o[1] for p, o in zip(times[base], runs))
+        flops = ours_flops if name.startswith("icl_lab") else plain_flops
+        print(f"| {name} | {rate:.2f} | {by_wall:.3f} | {by_cpu:.3f} | {rate * flops / 1e9:.1f} | {rate * flops / peak:.0%} |")
 
 
 if __name__ == "__main__":
