@@ -268,9 +268,13 @@ def main() -> None:
     if m.readout != "unembed" or m.normalization != "none" or m.positional != "learned" or m.act_fn not in ("relu", "gelu"):
         raise SystemExit(f"the plain reference model covers no-LN, learned-position presets with an unembedding readout; {args.task}/{preset} is not")
     modes = [mode for mode in args.compile.split(",") if mode]
-    loops = {"plain PyTorch, eager": lambda: plain_loop(config, device, steps), "icl_lab train_step": lambda: ours_steps(config, device, steps)}
+    lean = config.with_overrides({"train.forward": "lean"})
+    loops = {"plain PyTorch, eager": lambda: plain_loop(config, device, steps),
+             "icl_lab train_step, bridge forward": lambda: ours_steps(config.with_overrides({"train.forward": "bridge"}), device, steps),
+             "icl_lab train_step, lean forward": lambda: ours_steps(lean, device, steps)}
     for mode in modes:
         loops[f"plain PyTorch, compiled ({mode})"] = lambda mode=mode: plain_loop(config, device, steps, mode)
+        loops[f"icl_lab train_step, lean, compiled ({mode})"] = lambda mode=mode: ours_steps(lean.with_overrides({"train.compile": mode}), device, steps)
     if args.whole_call:
         loops["icl_lab.train, whole call"] = lambda: ours(config, steps, args.dense_checkpoints)[:2]
         ours(config, 5)  # warm-up

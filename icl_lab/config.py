@@ -238,6 +238,14 @@ class TrainConfig:
     # training forwards compute the last block's MLP, final norm and unembedding at the last
     # position only (the loss reads nothing else; icl_lab/last_position.py)
     last_position_only: bool = False
+    # how a training step computes the forward: "bridge" (TL4's TransformerBridge call) or
+    # "lean" (the same function and hook points from the bridge's weights, without its per-call
+    # Python; icl_lab/lean_forward.py). Evaluations always run the bridge.
+    forward: str = "bridge"
+    # torch.compile the training step's forward, loss and backward (needs forward "lean"):
+    # off | default | max-autotune-no-cudagraphs | reduce-overhead (CUDA graphs, on CUDA);
+    # icl_lab/train/compiled.py
+    compile: str = "off"
 
     def __post_init__(self) -> None:
         check_fields(self, "train", at_least_one=("steps", "batch_size", "eval_every"), choices={
@@ -245,6 +253,8 @@ class TrainConfig:
             "schedule": ("constant", "cosine", "linear"),
             "loss_dtype": ("float32", "float64"),
             "nonfinite_loss": ("fail", "continue"),
+            "forward": ("bridge", "lean"),
+            "compile": ("off", "default", "max-autotune-no-cudagraphs", "reduce-overhead"),
         })
         if self.checkpoint_every < 0 or self.warmup_steps < 0:
             raise ConfigError("train.checkpoint_every and train.warmup_steps must be >= 0")

@@ -78,6 +78,7 @@ class LabModel(HookedLabModel, nn.Module):
         self.current_batch: TaskBatch | None = None
         # callables (model, inputs, positions, batch) run before each forward (interventions)
         self.pre_forward_callbacks: list = []
+        self.lean, self.lean_cut = None, False  # set while a training step runs the lean forward
         for module in bridge.modules():
             if isinstance(module, BlockBridge):
                 _BlockKwargFilter.install(module)
@@ -103,12 +104,14 @@ class LabModel(HookedLabModel, nn.Module):
         try:
             for callback in self.pre_forward_callbacks:
                 callback(self, inputs, positions, batch)
+            embed = None
             if self.input_map is not None:
                 inputs = inputs.to(self.input_map.weight.dtype)
                 embed = self.bridge.hook_embed(self.input_map(inputs))  # [batch, pos, d_model]
-                out = self.bridge(embed, position_ids=positions)
+            if self.lean is not None:  # train.forward='lean' (icl_lab/lean_forward.py)
+                out = self.lean(inputs, positions, cut=self.lean_cut, embedded=embed)
             else:
-                out = self.bridge(inputs, position_ids=positions)
+                out = self.bridge(inputs if embed is None else embed, position_ids=positions)
         finally:
             self.current_batch = previous
         last = out[:, -1, :]  # the query / answer position

@@ -95,6 +95,9 @@ class InterventionEngine:
         self.other_input = None
         self._bypass = False  # True while the engine runs the model for its own targets
         self.phase = "train"
+        # False while a compiled forward runs the hooks (a Python counter bumped inside the
+        # graph would recompile it every step): `count_forward` counts after each call instead
+        self.count_in_hooks = True
         self.validate()
         self._hooks = HookGroup(model)
         self._add_hooks()
@@ -229,7 +232,8 @@ class InterventionEngine:
         site, mask = self.sites[(i, name)], self._masks[(i, name)]
 
         def hook(act: torch.Tensor, hook) -> torch.Tensor:
-            self.calls[(i, name, self.phase)] += 1
+            if self.count_in_hooks:
+                self.calls[(i, name, self.phase)] += 1
             if spec.strength == 0.0:
                 return act  # bitwise no-op
             value, row_mask = target.value(act, site, self)
@@ -245,6 +249,14 @@ class InterventionEngine:
             return torch.where(selected, act + (mixed - act).detach(), act)
 
         return hook
+
+    def count_forward(self) -> None:
+        """Count one call of every active spec's clamp at each of its hooks: what the hooks
+        count themselves in a forward that fires each hook once (every forward of the lab's
+        models), for a forward run with `count_in_hooks` off."""
+        for i in self._active:
+            for name in self.specs[i].hook_names:
+                self.calls[(i, name, self.phase)] += 1
 
     @contextlib.contextmanager
     def bypassed(self) -> Iterator[None]:

@@ -75,6 +75,10 @@ class TrainingRun:
 
     def __init__(self, config: RunConfig, device: torch.device):
         self.llc_context = None  # the `llc` measure's settings and sampling pool, when the run measures it live
+        if config.train.compile != "off":  # refused before the run directory is written
+            from icl_lab.train.compiled import check_compile
+
+            check_compile(config, device)
         if "llc" in config.measures:  # refused before the run directory is written
             from icl_lab.llc import LLCContext, check_settings
 
@@ -93,7 +97,17 @@ class TrainingRun:
 
             last_position.check_interventions(self.model, config.interventions)
             self.cut_block = last_position.install(self.model)
+        self.lean = None  # train.forward='lean': the training forward without the bridge's Python
+        if self.cfg.forward == "lean":
+            from icl_lab.lean_forward import LeanForward
+
+            self.lean = LeanForward(self.model)
         self.engine = attach_clamps(self.model, self.task, config)
+        self.compiled = None  # train.compile: the compiled forward and loss (icl_lab/train/compiled.py)
+        if self.cfg.compile != "off":
+            from icl_lab.train.compiled import CompiledLoss
+
+            self.compiled = CompiledLoss(self)
         self.optimizer = make_optimizer(self.model, self.cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, self.cfg))
         self.data_gen = self.task.make_generator(config.seed + 2)
@@ -165,16 +179,24 @@ class TrainingRun:
         """The update from step-1 to step: batch, forward (every hook point fires), loss,
         backward, optimizer and schedule step, loss tally."""
         batch = self.sample_batch(step)
-        with self.training_forward():
-            logits = self.model.forward_batch(batch)
-        loss = self.task.loss(logits.to(self.loss_dtype), batch)
+        if self.compiled is not None:
+            loss = self.compiled(batch, step)
+        else:
+            with self.training_forward():
+                logits = self.model.forward_batch(batch)
+            loss = self.task.loss(logits.to(self.loss_dtype), batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.update(loss, step)
 
     def training_forward(self) -> contextlib.AbstractContextManager:
-        """The context of a training step's forward: cut to the last position where
-        train.last_position_only asks (icl_lab/last_position.py), else nothing."""
+        """The context of a training step's forward: the lean forward where train.forward
+        asks (icl_lab/lean_forward.py), cut to the last position where train.last_position_only
+        asks (icl_lab/last_position.py)."""
+        if self.lean is not None:
+            from icl_lab.lean_forward import lean_training
+
+            return lean_training(self.model, self.lean, cut=self.cut_block is not None)
         if self.cut_block is None:
             return contextlib.nullcontext()
         from icl_lab.last_position import cut_to_last_position
@@ -293,6 +315,8 @@ class TrainingRun:
         summary.update(extra or {})
         if self.engine is not None:
             summary["intervention_calls"] = self.engine.call_counts()
+        if self.compiled is not None:  # the steps at which torch.compile compiled a graph
+            summary["compiled_at_steps"] = self.compiled.compiled_at
         self.lifecycle.finish(summary, steps=self.cfg.steps)
         return TrainResult(run_dir=out, model=self.model, task=self.task, summary=summary)
 
