@@ -93,10 +93,10 @@ class TrainingRun:
         self.model = build_model(config.model, self.task.io, seed=config.seed + 1, device=device)
         self.cut_block = None  # train.last_position_only: the last block, cut during training forwards
         if self.cfg.last_position_only:
-            from icl_lab import last_position
+            from icl_lab.last_position import check_interventions, install
 
-            last_position.check_interventions(self.model, config.interventions)
-            self.cut_block = last_position.install(self.model)
+            check_interventions(self.model, config.interventions)
+            self.cut_block = install(self.model)
         self.lean = None  # train.forward='lean': the training forward without the bridge's Python
         if self.cfg.forward == "lean":
             from icl_lab.lean_forward import LeanForward
