@@ -3,7 +3,9 @@
 #   1. the CUDA tests (tests/test_cuda.py: no host sync inside a training step, and the CPU proxy)
 #   2. steps/s of one run against groups of M = 1, 16, 64, 256 on the reference preset bursty/small
 #      (benchmarks/batched_throughput.py; target: 64 members in at most 2x one run's wall time)
-#   3. the trainer against a plain-PyTorch loop of the same model (benchmarks/train_throughput.py)
+#   3. the trainer (bridge and lean forward, eager and compiled: default, max-autotune-no-cudagraphs,
+#      reduce-overhead = CUDA graphs) against a plain-PyTorch loop of the same model, eager and
+#      compiled, with the roofline (benchmarks/train_throughput.py)
 #   4. wall time of the modular/nanda preset trained to 40k steps (icl-lab train)
 #
 #     bash benchmarks/gpu_check.sh                                   # from the repository root
@@ -33,12 +35,12 @@ fi
 if [[ "$QUICK" == 1 ]]; then
   TESTS=(tests/test_cuda.py::test_no_host_sync_in_a_cuda_training_step tests/test_cuda.py::test_the_cuda_guard_catches_a_sync)
   BATCHED=(--steps 3 --members 1,2 --threads 1)
-  TRAINER=(--steps 5 --repeats 1)
+  TRAINER=(--steps 5 --repeats 1 --compile "")  # no compiling in the dry run (a minute of C++ builds on CPU)
   NANDA=(--steps 20 --set task.p=23)  # the same command on a small grid
 else
   TESTS=(tests/test_cuda.py)
   BATCHED=(--steps 1000 --members 1,16,64,256)
-  TRAINER=(--steps 2000 --repeats 3)
+  TRAINER=(--steps 2000 --repeats 3 --compile default,max-autotune-no-cudagraphs,reduce-overhead)
   NANDA=(--steps 40000)
 fi
 echo "gpu_check: device $DEVICE, quick=$QUICK, logs in $OUT"
@@ -72,8 +74,8 @@ row "CUDA tests (tests/test_cuda.py)" "$([[ $tests_status == 0 ]] && echo ok || 
 single=$(awk '$1 ~ /^[0-9]+$/ { printf "%.1f", $4; exit }' "$OUT/batched.log")
 row "one run, bursty/small" "$single steps/s"
 awk '$1 ~ /^[0-9]+$/ { printf "%-34s %.1f member-steps/s (%.2fx one run), group wall %.2fx one run\n", "group of M = " $1, $3, $5, $6 }' "$OUT/batched.log"
-row "trainer vs plain PyTorch" "$(grep -h 'ratio ours/plain' "$OUT/trainer.log" | sed 's/^ratio ours\/plain *: *//')"
-row "  plain PyTorch loop" "$(grep -h '^plain PyTorch loop' "$OUT/trainer.log" | sed 's/^plain PyTorch loop *: *//')"
-row "  icl_lab.train" "$(grep -h '^icl_lab.train' "$OUT/trainer.log" | sed 's/^icl_lab.train *: *//;s/ *(.*//')"
+# train_throughput rows: | loop | steps/s | vs plain eager (wall) | (CPU) | GFLOP/s | of the matmul peak |
+row "trainer vs plain PyTorch" "bursty/small, steps/s (x plain eager by wall time; fraction of the matmul peak; target >= 0.9)"
+awk -F'|' '$2 ~ /plain PyTorch|icl_lab/ { gsub(/^ +| +$/, "", $2); printf "  %-32s %s steps/s (%sx; %s)\n", $2, $3+0, $4+0, $7 }' "$OUT/trainer.log"
 row "modular/nanda, ${NANDA[*]}" "${nanda_wall} s wall for the command ($(grep -h '^done in' "$OUT/nanda.log" | sed 's/;.*//'))"
 exit "$tests_status"

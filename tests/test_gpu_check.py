@@ -41,7 +41,7 @@ def test_every_command_runs_on_cpu_in_quick_mode(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     table = done.stdout.split("check ", 1)[1]
     for row in ("CUDA tests (tests/test_cuda.py)    ok:", "one run, bursty/small", "group of M = 1 ", "group of M = 2 ",
-                "trainer vs plain PyTorch", "plain PyTorch loop", "modular/nanda, --steps 20"):
+                "trainer vs plain PyTorch", "plain PyTorch, eager", "icl_lab train_step, lean forward", "modular/nanda, --steps 20"):
         assert row in table, (row, table)
     assert "steps/s" in table and "target >= 0.9" in table
     for log in ("tests", "batched", "trainer", "nanda"):

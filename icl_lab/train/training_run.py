@@ -271,7 +271,7 @@ class TrainingRun:
         """Weights at `step`, with the full training state where resume may start: the
         `checkpoint_every` grid, step 0 and the last step. The denser view-only checkpoints
         (log-spaced, window) are weights only, and once a new state is written only the
-        KEEP_STATES newest stay (docs/disk.md): older checkpoints keep their weights."""
+        KEEP_STATES newest stay (docs/performance.md, "Disk per run"): older checkpoints keep their weights."""
         if self.keeps_every_state() or self.due(self.cfg.checkpoint_every, step):
             self.write_checkpoint(step, with_state=True)
             if not self.keeps_every_state():
