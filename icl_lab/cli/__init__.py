@@ -9,7 +9,7 @@
     icl-lab patch RUN [--step N] [--over heads|positions|layers]
     icl-lab measure RUN [--measures M,...] [--steps S,... | all] [--device D]
     icl-lab sweep SPEC.toml --out DIR [--executor local|ray|batched] [--group-size M] [--workers N] [--threads N] [--retry-failed]
-    icl-lab experiment singh-clamps|reddy-phases|anti-grokking [--seeds 0,1,2] [--steps N] [--out DIR] [--device D]
+    icl-lab experiment singh-clamps|reddy-phases|anti-grokking|llc-stages|transience|nanda-phases [--seeds 0,1,2] [--steps N] [--out DIR] [--device D]
                        [--threads N] [--preset P] [--set KEY=VALUE ...] [--conditions C,...] [--grid KEY=V,...]
                        [--group-size M]
     icl-lab export RUN... --to tensorboard|wandb|trackio [--dest DIR] [--replace]

@@ -7,7 +7,9 @@ Boundaries, read from the stored curves (`phases`):
 - memorised (s₁): the first evaluation with train accuracy ≥ 0.99;
 - memorisation ends: test loss at its peak before s₂ (their boundary at ~1.4k epochs is there);
 - restricted-loss fall: the first evaluation after s₁ at which the restricted loss is below
-  `RESTRICTED_FALL` of its value at s₁ (the circuit forming, before the test loss moves);
+  `RESTRICTED_FALL` of its value at s₁ (the circuit forming, before the test loss moves), and
+  circuit formed: the first at which it is below `RESTRICTED_FIT` (the key frequencies alone
+  fit every pair of the grid, training and held-out);
 - generalised (s₂): the first evaluation with test accuracy ≥ 0.95; also test loss < 1;
 - clean-up ends: after the weight norm's fastest fall (its relative drop over `NORM_WINDOW`
   steps), the first step at which that drop is below `LEVEL_FRACTION` of the fastest;
@@ -31,6 +33,7 @@ STEPS = 15_000
 TRAIN_MEMORISED = 0.99
 TEST_GENERALISED = 0.95
 RESTRICTED_FALL = 0.5
+RESTRICTED_FIT = 0.01
 NORM_WINDOW = 1000
 LEVEL_FRACTION = 0.25
 
@@ -83,6 +86,7 @@ def phases(wide: pl.DataFrame) -> dict:
         "test_loss_peak_step": steps[peak_i],
         "test_loss_peak": col["test_loss"][peak_i],
         "restricted_fall_step": restricted_fall,
+        "circuit_formed_step": _first(steps, col["restricted_loss"], lambda v: v < RESTRICTED_FIT, after=s1 or 0),
         "generalised_step": s2,
         "test_loss_below_1_step": _first(steps, col["test_loss"], lambda v: v < 1.0),
         "cleanup_end_step": cleanup_end(steps, col["weight_norm"], s2),
@@ -132,6 +136,7 @@ ROWS = [
     ("memorised (train acc ≥ 0.99)", "memorised_step", "train loss < 0.01 by ~300"),
     ("test loss peak (memorisation ends)", "test_loss_peak_step", f"~{PAPER['memorisation_end']:,}"),
     ("restricted loss < ½ its level at memorised", "restricted_fall_step", f"falls through {PAPER['memorisation_end']:,}–{PAPER['circuit_formation_end']:,}"),
+    (f"circuit formed (restricted loss < {RESTRICTED_FIT})", "circuit_formed_step", "restricted loss low well before test loss"),
     ("generalised (test acc ≥ 0.95)", "generalised_step", f"~{PAPER['circuit_formation_end']:,} (clean-up starts)"),
     ("test loss < 1", "test_loss_below_1_step", PAPER["test_loss_below_1"]),
     ("weight norm's fall levels off (clean-up ends)", "cleanup_end_step", f"~{PAPER['cleanup_end']:,}"),
