@@ -193,8 +193,8 @@ def unbatchable(config: RunConfig) -> str | None:
     train.last_position_only), or None."""
     if config.train.last_position_only:
         return "train.last_position_only cuts the last block of one model, not of a batched group"
-    if config.train.forward != "bridge" or config.train.compile != "off":
-        return "train.forward='lean' and train.compile run one model's forward, not a batched group's"
+    if config.train.compile != "off":
+        return "train.compile compiles one model's step, not a batched group's"
     for spec in config.interventions:
         if spec.target in UNBATCHABLE_TARGETS:
             return (f"intervention {spec.label} has target {spec.target!r}, which train_group cannot batch "

@@ -238,10 +238,11 @@ class TrainConfig:
     # training forwards compute the last block's MLP, final norm and unembedding at the last
     # position only (the loss reads nothing else; icl_lab/last_position.py)
     last_position_only: bool = False
-    # how a training step computes the forward: "bridge" (TL4's TransformerBridge call) or
-    # "lean" (the same function and hook points from the bridge's weights, without its per-call
-    # Python; icl_lab/lean_forward.py). Evaluations always run the bridge.
-    forward: str = "bridge"
+    # how a training step computes the forward: "lean" (the bridge's function and hook points
+    # from its weights, without its per-call Python, bit for bit the same; icl_lab/lean_forward.py),
+    # "bridge" (TL4's TransformerBridge call), or "auto": lean where it covers the model, else
+    # the bridge. Evaluations always run the bridge.
+    forward: str = "auto"
     # torch.compile the training step's forward, loss and backward (needs forward "lean"):
     # off | default | max-autotune-no-cudagraphs | reduce-overhead (CUDA graphs, on CUDA);
     # icl_lab/train/compiled.py
@@ -253,7 +254,7 @@ class TrainConfig:
             "schedule": ("constant", "cosine", "linear"),
             "loss_dtype": ("float32", "float64"),
             "nonfinite_loss": ("fail", "continue"),
-            "forward": ("bridge", "lean"),
+            "forward": ("auto", "lean", "bridge"),
             "compile": ("off", "default", "max-autotune-no-cudagraphs", "reduce-overhead"),
         })
         if self.checkpoint_every < 0 or self.warmup_steps < 0:

@@ -1,4 +1,5 @@
-"""A training forward without the bridge's per-call Python (`train.forward=lean`).
+"""A training forward without the bridge's per-call Python (`train.forward`: lean; auto, the
+default, where it covers the model).
 
 TL4's TransformerBridge wraps every component (blocks, attention, each linear map, norms,
 embeddings) in a Python bridge object that enters contexts, filters keyword arguments and
@@ -69,7 +70,8 @@ def lean_covers(model) -> str | None:
 def check_lean(model) -> None:
     reason = lean_covers(model)
     if reason is not None:
-        raise ConfigError(f"train.forward='lean' cannot run this model: {reason}; use train.forward='bridge'")
+        raise ConfigError(f"the lean forward (train.forward='lean', train.compile) cannot run this model: {reason}; "
+                          "use train.forward='auto' or 'bridge' and train.compile='off'")
 
 
 class LeanForward:

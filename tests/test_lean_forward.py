@@ -85,8 +85,16 @@ class _no_check:
 
 def test_lean_refuses_a_model_it_does_not_cover_naming_why():
     config = get_preset("digits", "cpu").config.with_overrides({"device": "cpu", "train.forward": "lean"})
-    with pytest.raises(ConfigError, match=r"train.forward='lean' cannot run this model: .*model.arch='transformer'"):
+    with pytest.raises(ConfigError, match=r"the lean forward .* cannot run this model: .*model.arch='transformer'"):
         TrainingRun(config, torch.device("cpu"))
+    assert TrainingRun(config.with_overrides({"train.forward": "auto"}), torch.device("cpu")).lean is None  # auto: the bridge
+
+
+def test_auto_is_the_default_and_takes_the_lean_forward_where_it_covers_the_model():
+    config = get_preset("bursty", "small").config.with_overrides({"device": "cpu"})
+    assert config.train.forward == "auto"
+    assert TrainingRun(config, torch.device("cpu")).lean is not None
+    assert TrainingRun(config.with_overrides({"train.forward": "bridge"}), torch.device("cpu")).lean is None
 
 
 def short_bursty(**overrides) -> RunConfig:

@@ -6,8 +6,8 @@ TL4's TransformerBridge does not compile usefully: dynamo breaks its forward int
 graph breaks in the bridge's Python: `type.__getattribute__`, weakref proxies) and the
 compiled step of modular/nanda ran slower than the eager one (0.35 against 0.28 s on 2 cores).
 The lean forward (icl_lab/lean_forward.py: the same function and hook points from the bridge's
-weights) compiles to one graph, hooks and clamps included, so `train.compile` needs
-`train.forward='lean'`.
+weights) compiles to one graph, hooks and clamps included, so `train.compile` needs it
+(`train.forward` lean or auto; a model the lean forward does not cover is refused, naming why).
 
 What stays outside the graph, so that nothing recompiles every step:
 - the clamps' call counts: the engine's hooks count nothing while the compiled forward runs
@@ -43,10 +43,10 @@ def check_compile(config, device: torch.device) -> None:
     mode = config.train.compile
     if mode == "off":
         return
-    if config.train.forward != "lean":
+    if config.train.forward == "bridge":
         raise ConfigError(
-            f"train.compile={mode!r} needs train.forward='lean': TL4's bridge breaks into 7 graphs under torch.compile "
-            "and runs slower than eager (icl_lab/train/compiled.py); set train.forward=lean"
+            f"train.compile={mode!r} needs the lean forward: TL4's bridge breaks into 7 graphs under torch.compile "
+            "and runs slower than eager (icl_lab/train/compiled.py); set train.forward=lean (or auto)"
         )
     if mode == "reduce-overhead" and device.type != "cuda":
         raise ConfigError(f"train.compile='reduce-overhead' is CUDA graphs, and this run's device is {device.type}; "

@@ -97,11 +97,12 @@ class TrainingRun:
 
             check_interventions(self.model, config.interventions)
             self.cut_block = install(self.model)
-        self.lean = None  # train.forward='lean': the training forward without the bridge's Python
-        if self.cfg.forward == "lean":
-            from icl_lab.lean_forward import LeanForward
+        self.lean = None  # train.forward lean (or auto, where it covers the model): no bridge Python
+        if self.cfg.forward != "bridge":
+            from icl_lab.lean_forward import LeanForward, lean_covers
 
-            self.lean = LeanForward(self.model)
+            if self.cfg.forward == "lean" or self.cfg.compile != "off" or lean_covers(self.model) is None:
+                self.lean = LeanForward(self.model)  # refuses, naming why, a model it does not cover
         self.engine = attach_clamps(self.model, self.task, config)
         self.compiled = None  # train.compile: the compiled forward and loss (icl_lab/train/compiled.py)
         if self.cfg.compile != "off":
