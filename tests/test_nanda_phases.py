@@ -58,6 +58,7 @@ def test_the_experiment_trains_tabulates_and_keeps_its_runs(tmp_path):
     overrides = {"task.p": 23, "device": "cpu", "train.eval_every": 10, "train.checkpoint_every": 20}
     table = nanda.run_experiment(tmp_path, [0], steps=40, progress=False, overrides=overrides)
     assert table["seed"].to_list() == [0] and (tmp_path / "nanda_phases.parquet").exists()
+    assert (tmp_path / "nanda_phases.png").stat().st_size > 10_000 and (tmp_path / "nanda_phases.svg").exists()
     text = nanda.markdown(table)
     for label, _, _ in nanda.ROWS:
         assert label in text

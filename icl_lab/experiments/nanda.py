@@ -23,13 +23,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import altair as alt
 import polars as pl
 
+from icl_lab import figures
 from icl_lab.experiments.grid import markdown_table, mean_sd, run_grid
 from icl_lab.presets import PRESETS
 from icl_lab.store import load_run
 
 STEPS = 15_000
+FIGURE_STEM = "nanda_phases"  # OUT/nanda_phases.png and .svg: Fig. 7's layout, one column per seed
 TRAIN_MEMORISED = 0.99
 TEST_GENERALISED = 0.95
 RESTRICTED_FALL = 0.5
@@ -129,6 +132,7 @@ def run_experiment(out: str | Path, seeds: list[int], steps: int | None = None, 
                      "wall_minutes": run.summary.get("wall_seconds", float("nan")) / 60, "run": str(run_dir)})
     table = pl.DataFrame(rows)
     table.write_parquet(out / "nanda_phases.parquet")
+    figures.save_figure(alt.hconcat(*[figures.nanda_figure(run_dir) for _, run_dir in grid]), out / FIGURE_STEM)
     return table
 
 
