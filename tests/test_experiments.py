@@ -212,7 +212,8 @@ def test_rfm_fractions_refuse_a_stored_run_with_another_config(tmp_path):
 @pytest.mark.slow
 def test_singh_rerun_after_ctrl_c_ends_as_an_uninterrupted_experiment_with_no_file_deleted(tmp_path, monkeypatch):
     """Ctrl-C mid-grid, then the same command again: every run's metrics, its checkpoints and
-    the table end as an uninterrupted experiment's, and no file the first part wrote is gone."""
+    the table end as an uninterrupted experiment's, and no file the first part wrote is gone
+    but the training states an uninterrupted run drops too (only the two newest stay)."""
     options = dict(seeds=[0], steps=12, progress=False, conditions=["none", "induction"], preset="bursty/small",
                    overrides={**TINY, "train.checkpoint_every": 4})
     with monkeypatch.context() as m:
@@ -230,4 +231,9 @@ def test_singh_rerun_after_ctrl_c_ends_as_an_uninterrupted_experiment_with_no_fi
         assert sorted(p.name for p in paths(again).checkpoints.iterdir()) == sorted(p.name for p in paths(run_dir).checkpoints.iterdir())
         for weights in paths(run_dir).checkpoints.glob("step_*.safetensors"):
             assert (paths(again).checkpoints / weights.name).read_bytes() == weights.read_bytes(), (run_dir.name, weights.name)
-    assert written <= {p.relative_to(tmp_path / "exp") for p in (tmp_path / "exp").rglob("*.safetensors")}
+    kept = {p.relative_to(tmp_path / "exp") for p in (tmp_path / "exp").rglob("*.safetensors")}
+    weights = {p for p in written if not p.name.endswith(".state.safetensors")}
+    assert weights and weights <= kept
+    dropped_states = {p for p in written - kept if p.name.endswith(".state.safetensors")}
+    assert written - kept == dropped_states  # only states the uninterrupted run does not keep either
+    assert not dropped_states & {p.relative_to(tmp_path / "whole") for p in (tmp_path / "whole").rglob("*.state.safetensors")}

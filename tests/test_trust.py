@@ -164,7 +164,8 @@ def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path, short_confi
             train(short_config, tmp_path / "run", progress=False)
     state = paths(tmp_path / "run").state_tensors(10)
     state.write_bytes(state.read_bytes()[:100])  # torn by a disk problem
-    assert intact_state_steps(tmp_path / "run") == ([0, 5], ["step 10: step_10.state.safetensors missing or does not match its checksum"])
+    # the two newest states stay (5, 10; step 0's was dropped when 10's was written): 10 is torn
+    assert intact_state_steps(tmp_path / "run") == ([5], ["step 10: step_10.state.safetensors missing or does not match its checksum"])
     train(short_config, tmp_path / "run", progress=False, resume=True)
     assert "skipping the checkpoint at step 10" in capsys.readouterr().err
     assert paths(tmp_path / "run").metrics.read_bytes() == paths(tmp_path / "whole").metrics.read_bytes()
