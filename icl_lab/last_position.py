@@ -97,13 +97,7 @@ def cut_hook_names(model) -> list[str]:
 
         return hook
 
-    device = next(model.parameters()).device
-    T = model.io.seq_len
-    if model.io.input_kind == "continuous":
-        dummy = torch.zeros(1, T, model.io.d_input, device=device)
-    else:
-        dummy = torch.zeros(1, T, dtype=torch.long, device=device)
-    positions = torch.arange(T, device=device)[None]
+    dummy, positions = model.dry_run_inputs()
     for cut in (False, True):
         ctx = cut_to_last_position(block) if cut else contextlib.nullcontext()
         with torch.no_grad(), ctx, model.hooks(fwd_hooks=[(n, note(cut, n)) for n in names]):

@@ -141,17 +141,20 @@ class LabModel(HookedLabModel, nn.Module):
             names = [
                 n for n in self.bridge.hook_dict if self.bridge._gated_hook_reason(n) is None
             ]
-            device = next(self.parameters()).device
-            T = self.io.seq_len
-            if self.io.input_kind == "continuous":
-                dummy = torch.zeros(1, T, self.io.d_input, device=device)
-            else:
-                dummy = torch.zeros(1, T, dtype=torch.long, device=device)
-            positions = torch.arange(T, device=device)[None]
             with torch.no_grad(), self.hooks(fwd_hooks=[(n, note(n)) for n in names]):
-                self(dummy, positions)
+                self(*self.dry_run_inputs())
             self._fired_names = sorted(fired)
         return list(self._fired_names)
+
+    def dry_run_inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, positions) of one all-zero sequence, for dry runs that find what fires."""
+        device = next(self.parameters()).device
+        T = self.io.seq_len
+        if self.io.input_kind == "continuous":
+            dummy = torch.zeros(1, T, self.io.d_input, device=device)
+        else:
+            dummy = torch.zeros(1, T, dtype=torch.long, device=device)
+        return dummy, torch.arange(T, device=device)[None]
 
     def hook_point(self, name: str):
         """The HookPoint called `name` (interventions attach their permanent hooks here)."""
