@@ -193,8 +193,9 @@ def ours(config, steps: int, dense_checkpoints: bool = False) -> tuple[float, fl
         return wall, cpu, len(checkpoint_steps(result.run_dir))
 
 
-def step_flops(config, device) -> tuple[float, float]:
-    """(FLOPs of one training step of our trainer, of the plain model), counted by
+def step_flops(config, device) -> tuple[float, float, int]:
+    """(FLOPs of one training step of our trainer, of the plain model, sequences in the step's
+    batch: the task's, which for full-batch modular is the whole training set), counted by
     torch.utils.flop_counter.FlopCounterMode over forward and backward (matmuls, attention;
     elementwise ops count zero, as in every roofline of this kind)."""
     run = TrainingRun(config, device)
@@ -205,20 +206,55 @@ def step_flops(config, device) -> tuple[float, float]:
     batch = task.sample_batch(config.train.batch_size, task.make_generator(0))
     with FlopCounterMode(display=False) as plain_count:
         step(batch)
-    return float(ours_count.get_total_flops()), float(plain_count.get_total_flops())
+    return float(ours_count.get_total_flops()), float(plain_count.get_total_flops()), int(batch.targets.shape[0])
 
 
-def profile_table(config, device, steps: int, rows: int = 15) -> str:
-    """torch.profiler's table of our training step's operators, by self CPU time."""
+MATMUL_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::matmul", "aten::linear")
+
+
+def profile_step(config, device, steps: int, rows: int = 12) -> tuple[str, str]:
+    """Where a training step's time goes (torch.profiler, CPU): the top operators by self CPU
+    time, and a breakdown per step in ms: the step's phase (forward with loss, backward,
+    optimizer; read from each operator's enclosing autograd / Optimizer.step frame) by kind
+    (matmul kernels, other operators, compiled fused kernels), and what no operator accounts
+    for (Python, dispatch, hooks), the step's wall time less every operator's self time."""
     run = TrainingRun(config, device)
     run.model.train()
     for s in range(1, 4):
         run.train_step(s)
+    _sync(device)
     activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    start = time.perf_counter()
     with torch.profiler.profile(activities=activities) as prof:
         for s in range(4, 4 + steps):
             run.train_step(s)
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+        _sync(device)
+    wall_ms = (time.perf_counter() - start) * 1e3 / steps
+    cells: dict[tuple[str, str], float] = {}
+    for event in prof.events():
+        if event.device_type != torch.autograd.DeviceType.CPU:
+            continue
+        phase, frame = "forward, loss, batch", event
+        while frame is not None:
+            if frame.name.startswith("Optimizer.step"):
+                phase = "optimizer"
+                break
+            if frame.name.startswith("autograd::engine") or "Backward" in frame.name:
+                phase = "backward"
+                break
+            frame = frame.cpu_parent
+        name = event.name
+        kind = ("matmul" if name in MATMUL_OPS else "compiled graph (fused kernels, calls)" if "CompiledFxGraph" in name or name.startswith(("Torch-Compiled", "CompiledFunction", "TorchDynamo"))
+                else "other operators")
+        cells[phase, kind] = cells.get((phase, kind), 0.0) + event.self_cpu_time_total / 1e3 / steps
+    lines = [f"ms per step (wall {wall_ms:.1f} ms, profiled):", "| phase | kind | ms/step | of the step |", "|---|---|---|---|"]
+    for (phase, kind), ms in sorted(cells.items(), key=lambda kv: -kv[1]):
+        if ms >= 0.05:
+            lines.append(f"| {phase} | {kind} | {ms:.2f} | {ms / wall_ms:.0%} |")
+    rest = wall_ms - sum(cells.values())
+    lines.append(f"| (none) | Python, dispatch, hooks: no operator | {rest:.2f} | {rest / wall_ms:.0%} |")
+    top = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+    return top, "\n".join(lines)
 
 
 def matmul_peak(device, n: int = 2048, repeats: int = 5) -> float:
@@ -283,11 +319,15 @@ def main() -> None:
         for name, loop in loops.items():
             times[name].append(loop())
     if args.profile:
-        print(profile_table(config, device, steps))
-    ours_flops, plain_flops = step_flops(config, device)
+        profiled = {"lean forward, eager": lean}
+        profiled.update({f"lean, compiled ({mode})": lean.with_overrides({"train.compile": mode}) for mode in modes[:1]})
+        for name, profiled_config in profiled.items():
+            top, breakdown = profile_step(profiled_config, device, steps)
+            print(f"### our step, {name}: top operators by self CPU time\n{top}\n{breakdown}\n")
+    ours_flops, plain_flops, batch_rows = step_flops(config, device)
     peak = matmul_peak(device)
     base = "plain PyTorch, eager"
-    print(f"device {device}, {args.task}/{preset}, batch {config.train.batch_size}, {steps} timed steps, torch threads "
+    print(f"device {device}, {args.task}/{preset}, batch {batch_rows} sequences, {steps} timed steps, torch threads "
           f"{torch.get_num_threads()}, {args.repeats} repeats (medians); measured matmul peak {peak / 1e9:.1f} GFLOP/s; "
           f"FLOPs a step: ours {ours_flops / 1e9:.3f} G, plain {plain_flops / 1e9:.3f} G")
     print("| loop | steps/s | vs plain eager (wall) | vs plain eager (CPU time) | GFLOP/s | of the matmul peak |")

@@ -1,0 +1,60 @@
+"""The rule benchmarks/compile_equivalence.py judges whole runs by: differences per evaluation
+against rtol/atol, and the reassociation control (eager at another thread count) that a
+trajectory amplifying float reassociation is held to instead."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+spec = importlib.util.spec_from_file_location("compile_equivalence", Path(__file__).parents[1] / "benchmarks" / "compile_equivalence.py")
+ce = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ce)
+
+
+def frame(rows):
+    return pl.DataFrame(rows, schema=["step", "metric", "value"], orient="row")
+
+
+def test_differences_and_the_first_step_out_of_tolerance():
+    eager = frame([(0, "loss", 2.0), (0, "acc", 0.5), (50, "loss", 1.0), (50, "acc", 0.9), (100, "loss", 0.5), (100, "acc", math.inf)])
+    other = frame([(50, "loss", 1.00005), (0, "acc", 0.5), (0, "loss", 2.0), (50, "acc", 0.9), (100, "loss", 0.6), (100, "acc", 1.0)])
+    diffs = ce.differences(eager, other)  # rows matched by (step, metric), whatever their order
+    assert diffs[50, "loss"] == pytest.approx(5e-5)
+    assert diffs[100, "acc"] == math.inf
+    s = ce.summarise(diffs, eager)
+    # 5e-5 at step 50 is inside atol 1e-5 + rtol 1e-4 * 1.0; step 100 is the first out
+    assert s["first_out"] == 100 and s["max_abs"] == math.inf and s["where"] == "acc@100"
+    inside = ce.summarise(ce.differences(eager, eager), eager)
+    assert inside["first_out"] is None and inside["max_abs"] == 0.0
+
+
+def test_different_evaluations_are_refused():
+    with pytest.raises(SystemExit, match="different steps"):
+        ce.differences(frame([(0, "loss", 1.0)]), frame([(50, "loss", 1.0)]))
+
+
+def row(first_out, max_abs, control=None, transition=(900, 900), calls=True):
+    r = {"compiled": {"first_out": first_out, "max_abs": max_abs}, "transition_eager": transition[0],
+         "transition_compiled": transition[1], "calls_equal": calls}
+    if control is not None:
+        r["control"] = {"first_out": control[0], "max_abs": control[1]}
+    return r
+
+
+def test_verdict():
+    assert ce.verdict(row(None, 1e-6)) == "yes"
+    assert ce.verdict(row(None, 1e-6, transition=(900, 950))) == "no"
+    assert ce.verdict(row(None, 1e-6, calls=False)) == "no"
+    # out of tolerance with no control, or with a control that stays inside: a real difference
+    assert ce.verdict(row(1300, 0.99)) == "no"
+    assert ce.verdict(row(1300, 0.99, control=(None, 1e-6))) == "no"
+    # the control drifts as much and as early: amplified reassociation
+    assert ce.verdict(row(1300, 0.99, control=(1050, 1.28))).startswith("yes")
+    # leaving far earlier than the control, or by far more, is not
+    assert ce.verdict(row(400, 0.99, control=(1050, 1.28))) == "no"
+    assert ce.verdict(row(1300, 5.0, control=(1050, 1.28))) == "no"
