@@ -1,6 +1,6 @@
 """The rule benchmarks/compile_equivalence.py judges whole runs by: differences per evaluation
-against rtol/atol, and the reassociation control (eager at another thread count) that a
-trajectory amplifying float reassociation is held to instead."""
+against rtol/atol, and the one-ulp control (eager from weights moved by one ulp) that a
+trajectory amplifying rounding is held to instead."""
 
 from __future__ import annotations
 
@@ -38,12 +38,20 @@ def test_different_evaluations_are_refused():
         ce.differences(frame([(0, "loss", 1.0)]), frame([(50, "loss", 1.0)]))
 
 
-def row(first_out, max_abs, control=None, transition=(900, 900), calls=True):
-    r = {"compiled": {"first_out": first_out, "max_abs": max_abs}, "transition_eager": transition[0],
-         "transition_compiled": transition[1], "calls_equal": calls}
+def row(first_out, max_abs, control=None, transition=(900, 900), calls=True, control_transition=900):
+    r = {"compiled": {"first_out": first_out, "max_abs": max_abs}, "transition_eager": {"icl_accuracy": transition[0]},
+         "transition_compiled": {"icl_accuracy": transition[1]}, "calls_equal": calls, "eval_every": 50}
     if control is not None:
         r["control"] = {"first_out": control[0], "max_abs": control[1]}
+        r["transition_control"] = {"icl_accuracy": control_transition}
     return r
+
+
+def test_transition_shift():
+    assert ce.transition_shift({"a": 900, "b": 100}, {"a": 950, "b": 100}) == 50
+    assert ce.transition_shift({"a": 900}, {"a": None}) == math.inf
+    assert ce.transition_shift({"a": 900}, {}) == math.inf
+    assert ce.transition_shift(None, None) == 0
 
 
 def test_verdict():
@@ -53,8 +61,13 @@ def test_verdict():
     # out of tolerance with no control, or with a control that stays inside: a real difference
     assert ce.verdict(row(1300, 0.99)) == "no"
     assert ce.verdict(row(1300, 0.99, control=(None, 1e-6))) == "no"
-    # the control drifts as much and as early: amplified reassociation
+    # the control drifts as much and as early: amplified rounding
     assert ce.verdict(row(1300, 0.99, control=(1050, 1.28))).startswith("yes")
+    # the transition may move by one evaluation, or as far as the control's moved
+    assert ce.verdict(row(1300, 0.99, control=(1050, 1.28), transition=(900, 950))).startswith("yes")
+    assert ce.verdict(row(1300, 0.99, control=(1050, 1.28), transition=(900, 1000))) == "no"
+    assert ce.verdict(row(1300, 0.99, control=(1050, 1.28), transition=(900, 1000), control_transition=800)).startswith("yes")
+    assert ce.verdict(row(1300, 0.99, control=(1050, 1.28), calls=False)) == "no"
     # leaving far earlier than the control, or by far more, is not
     assert ce.verdict(row(400, 0.99, control=(1050, 1.28))) == "no"
     assert ce.verdict(row(1300, 5.0, control=(1050, 1.28))) == "no"
