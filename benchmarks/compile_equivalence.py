@@ -32,6 +32,7 @@ does to the eager gradient (the "one step" column).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import tempfile
 from pathlib import Path
@@ -42,10 +43,10 @@ import torch
 import icl_lab.models as models
 from icl_lab import get_preset, train
 from icl_lab.experiments.singh import KEEP_ONE, PERFECT_COPYING
-from icl_lab.run_config import RunConfig
-from icl_lab.train.training_run import TrainingRun
 from icl_lab.checkpoints import restore_weights, run_config_of
+from icl_lab.run_config import RunConfig
 from icl_lab.store import checkpoint_steps
+from icl_lab.train.training_run import TrainingRun
 from interventions.spec import Intervention
 
 INDUCTION = Intervention(hook="blocks.1.attn.hook_pattern", heads=(0,), query_positions="query", target="induction", name="L1H0 induction")
@@ -103,52 +104,63 @@ def summarise(diffs: dict, reference) -> dict:
     return {"max_abs": worst_abs, "max_rel": worst_rel, "where": where, "first_out": first_out}
 
 
-def train_with_threads(config, out: Path, threads: int, perturb_seed: int | None = None):
-    """Train `config` at `threads` torch threads; with `perturb_seed`, from initial weights
-    moved by one float32 ulp each (the reassociation control: see one_ulp_perturbed)."""
+@contextlib.contextmanager
+def torch_threads(threads: int):
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        if perturb_seed is None:
-            return train(config, out, progress=False)
-        with mock.patch.object(models, "build_model", one_ulp_perturbed(models.build_model, perturb_seed)):
-            return train(config, out, progress=False)
+        yield
     finally:
         torch.set_num_threads(before)
 
 
-def one_ulp_perturbed(build_model, seed: int):
-    """build_model, then every weight w -> w * (1 + s * 2^-23), s = +-1 at random: each moved
-    by about one unit in the last place, the size of a rounding difference. An eager run from
-    these weights differs from the eager reference by nothing but float rounding, however the
-    trajectory amplifies it: the yardstick the compiled run is held to."""
+def perturb_by_one_ulp_(params, gen: torch.Generator) -> None:
+    """Every weight w -> w * (1 + s * 2^-23), s = +-1 at random, in place: each moved by about
+    one unit in the last place, the size of a rounding difference and nothing else."""
+    with torch.no_grad():
+        for param in params:
+            sign = torch.randint(0, 2, param.shape, generator=gen).to(param.device, param.dtype) * 2 - 1
+            param.mul_(1 + sign * 2.0**-23)
 
-    def build(*args, **kwargs):
-        model = build_model(*args, **kwargs)
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for param in model.parameters():
-                sign = torch.randint(0, 2, param.shape, generator=gen).to(param.device, param.dtype) * 2 - 1
-                param.mul_(1 + sign * 2.0**-23)
-        return model
 
-    return build
+def train_with_threads(config, out: Path, threads: int, perturb_seed: int | None = None):
+    """Train `config` at `threads` torch threads; with `perturb_seed`, from initial weights
+    moved by one ulp each (perturb_by_one_ulp_): the control. An eager run from them differs
+    from the eager reference by nothing but rounding, however the trajectory amplifies it."""
+    with torch_threads(threads):
+        if perturb_seed is None:
+            return train(config, out, progress=False)
+        build_model = models.build_model
+
+        def perturbed(*args, **kwargs):
+            model = build_model(*args, **kwargs)
+            perturb_by_one_ulp_(model.parameters(), torch.Generator().manual_seed(perturb_seed))
+            return model
+
+        with mock.patch.object(models, "build_model", perturbed):
+            return train(config, out, progress=False)
 
 
 def step_differences(run_dir: Path, mode: str, threads: int) -> dict:
     """One compiled step against the eager step, at the weights of every checkpoint of the
     eager run in `run_dir`: the loss and the gradient of a training batch computed compiled
     and eager from the same weights, and, as the yardstick, eager again from the weights moved
-    by one ulp (one_ulp_perturbed). Returns the largest relative differences, |loss_c - loss_e|
+    by one ulp (perturb_by_one_ulp_). Returns the largest relative differences, |loss_c - loss_e|
     / |loss_e| and ||g_c - g_e|| / ||g_e|| (all parameters as one vector), and the control's
     gradient difference: what one compiled step changes, before any trajectory amplifies it.
     (A ReLU whose input rounding puts on one side of 0 or the other changes the gradient by a
     whole unit's contribution, so near convergence the gradient's own rounding sensitivity
     reaches 1e-3 relative and more.)"""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
     config = run_config_of(run_dir).with_overrides({"train.compile": mode})
-    run = TrainingRun(config, torch.device("cpu"))
+    with torch_threads(threads):
+        run = TrainingRun(config, torch.device("cpu"))
+        try:
+            return _step_differences(run, run_dir)
+        finally:
+            run.close_engine()
+
+
+def _step_differences(run: TrainingRun, run_dir: Path) -> dict:
     gen = torch.Generator().manual_seed(0)
     params = [p for p in run.model.parameters() if p.requires_grad]
 
@@ -163,26 +175,20 @@ def step_differences(run_dir: Path, mode: str, threads: int) -> dict:
             return run.task.loss(run.model.forward_batch(batch).to(run.loss_dtype), batch)
 
     worst = {"loss": 0.0, "grad": 0.0, "control_grad": 0.0}
-    try:
-        run.model.train()
-        for step in checkpoint_steps(run_dir):
-            restore_weights(run.model, run_dir, step)
-            step = max(step, 1)
-            batch = run.sample_batch(step)
-            loss_e, grad_e = loss_and_grad(eager, batch, step)
-            loss_c, grad_c = loss_and_grad(run.compiled, batch, step)
-            with torch.no_grad():
-                for p in params:
-                    p.mul_(1 + (torch.randint(0, 2, p.shape, generator=gen).to(p.dtype) * 2 - 1) * 2.0**-23)
-            _, grad_u = loss_and_grad(eager, batch, step)
-            norm = grad_e.norm().clamp_min(1e-30)
-            worst["loss"] = max(worst["loss"], abs(loss_c - loss_e) / max(abs(loss_e), 1e-30))
-            worst["grad"] = max(worst["grad"], ((grad_c - grad_e).norm() / norm).item())
-            worst["control_grad"] = max(worst["control_grad"], ((grad_u - grad_e).norm() / norm).item())
-        return worst
-    finally:
-        run.close_engine()
-        torch.set_num_threads(before)
+    run.model.train()
+    for step in checkpoint_steps(run_dir):
+        restore_weights(run.model, run_dir, step)
+        step = max(step, 1)
+        batch = run.sample_batch(step)
+        loss_e, grad_e = loss_and_grad(eager, batch, step)
+        loss_c, grad_c = loss_and_grad(run.compiled, batch, step)
+        perturb_by_one_ulp_(params, gen)
+        _, grad_u = loss_and_grad(eager, batch, step)
+        norm = grad_e.norm().clamp_min(1e-30)
+        worst["loss"] = max(worst["loss"], abs(loss_c - loss_e) / max(abs(loss_e), 1e-30))
+        worst["grad"] = max(worst["grad"], ((grad_c - grad_e).norm() / norm).item())
+        worst["control_grad"] = max(worst["control_grad"], ((grad_u - grad_e).norm() / norm).item())
+    return worst
 
 
 STEP_RTOL = 1e-4  # one compiled step against the eager step: loss and gradient, relative
