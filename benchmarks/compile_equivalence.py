@@ -213,7 +213,6 @@ def compare(case: str, steps: int | None, mode: str, out: Path, threads: int, co
         "transition_eager": transition_step(eager.summary), "transition_compiled": transition_step(compiled.summary),
         "calls_equal": eager.summary.get("intervention_calls") == compiled.summary.get("intervention_calls"),
         "compiled_at": compiled.summary.get("compiled_at_steps"),
-        "wall_eager": eager.summary["wall_seconds"], "wall_compiled": compiled.summary["wall_seconds"],
         "step": step_differences(out / f"{case}-eager", mode, threads),
     }
     if control:
@@ -265,6 +264,9 @@ def main() -> None:
     parser.add_argument("--no-control", action="store_true", help="skip the one-ulp control run")
     parser.add_argument("--out", default=None, help="keep the runs here (default: a temporary folder)")
     args = parser.parse_args()
+    unknown = [case for case in args.cases.split(",") if case not in CASES]
+    if unknown:
+        parser.error(f"--cases: unknown {', '.join(map(repr, unknown))}; the cases are {', '.join(CASES)}")
     print(f"tolerance: rtol {RTOL} / atol {ATOL} at every evaluation; {args.threads} thread(s)")
     print("| case | evaluations | compiled vs eager: max abs diff (where) | max rel | first step out of tolerance | "
           "control (eager, one-ulp weights): max abs (where) | first step out | transition eager / compiled / control | "
